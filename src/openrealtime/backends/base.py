@@ -1,0 +1,235 @@
+"""Engine Protocols: the small surfaces the runtime drives (design.md house rule 4).
+
+Every engine speaks in plain Python types; none of them knows the Realtime protocol. Audio that
+crosses these Protocols is PCM16 little-endian mono at the rate the engine declares in
+``sample_rate``; the runtime resamples at the boundary (design.md decision 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+# --------------------------------------------------------------------------- VAD
+
+
+@runtime_checkable
+class VadStream(Protocol):
+    """Per-session voice-activity state: feed audio, get one speech probability per frame."""
+
+    frame_samples: int
+    """Samples of *session* audio (24 kHz) covered by one probability."""
+
+    def feed(self, pcm16_24k: bytes) -> list[float]:
+        """Consume session audio (PCM16, 24 kHz) and return probabilities of completed frames.
+
+        Call with every chunk the client appends, in order. The i-th probability returned over
+        the stream's life covers session samples ``[i * frame_samples, (i + 1) * frame_samples)``.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the stream's resources; call once when the session ends."""
+        ...
+
+
+@runtime_checkable
+class VoiceActivityDetector(Protocol):
+    """A VAD model shared by all sessions; each session opens its own stream."""
+
+    name: str
+
+    def open_stream(self) -> VadStream:
+        """Create the per-session state; call once per session."""
+        ...
+
+
+# --------------------------------------------------------------------------- turn
+
+
+@runtime_checkable
+class TurnDetector(Protocol):
+    """Semantic end-of-turn model (semantic_vad): how likely is the user's turn complete."""
+
+    name: str
+    sample_rate: int
+
+    async def completion_probability(self, pcm16: bytes) -> float:
+        """Return P(turn complete) for the current user turn's audio at ``sample_rate``."""
+        ...
+
+
+# --------------------------------------------------------------------------- STT
+
+
+@dataclass(frozen=True)
+class TranscriptionRequest:
+    """One user audio item to transcribe (spec §3.1 ``audio.input.transcription``)."""
+
+    pcm16: bytes
+    sample_rate: int
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptDelta:
+    """A piece of transcript text, appended to what came before."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class TranscriptFinal:
+    """The final transcript; the last value an STT stream yields."""
+
+    text: str
+    audio_seconds: float
+
+
+TranscriptionEvent = TranscriptDelta | TranscriptFinal
+
+
+@runtime_checkable
+class SpeechToText(Protocol):
+    """Transcribes a finished user audio item, streaming partial text when it can."""
+
+    name: str
+    sample_rate: int
+
+    def transcribe(self, request: TranscriptionRequest) -> AsyncIterator[TranscriptionEvent]:
+        """Yield zero or more deltas, then exactly one :class:`TranscriptFinal`."""
+        ...
+
+
+# --------------------------------------------------------------------------- LLM
+
+
+@dataclass(frozen=True)
+class ChatToolCall:
+    """A function call the assistant made earlier in the conversation."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of chat context, in the shape of ``/v1/chat/completions``."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: tuple[ChatToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function tool the model may call (spec §3.1 ``tools``)."""
+
+    name: str
+    description: str
+    parameters: dict[str, object]
+
+
+ToolChoice = Literal["auto", "none", "required"] | str
+"""``auto``/``none``/``required``, or the name of the one function the model must call."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything the language model needs for one response."""
+
+    messages: Sequence[ChatMessage]
+    tools: Sequence[ToolSpec] = ()
+    tool_choice: ToolChoice = "auto"
+    max_output_tokens: int | None = None
+    session_key: str | None = None
+    """Stable per conversation; lets an engine keep its KV cache between turns."""
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """Assistant text, appended to what came before."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallStart:
+    """The model began a function call; ``index`` orders calls within the response."""
+
+    index: int
+    name: str
+    call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolCallArguments:
+    """A piece of a function call's JSON arguments."""
+
+    index: int
+    delta: str
+
+
+@dataclass(frozen=True)
+class GenerationDone:
+    """The end of generation, with token usage."""
+
+    finish_reason: Literal["stop", "length", "tool_calls"]
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+
+
+GenerationEvent = TextChunk | ToolCallStart | ToolCallArguments | GenerationDone
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """Streams an assistant turn: text and/or tool calls, then :class:`GenerationDone`."""
+
+    name: str
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Yield text chunks and tool-call pieces, then exactly one :class:`GenerationDone`."""
+        ...
+
+
+# --------------------------------------------------------------------------- TTS
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """Text to speak with one of the session's voices (spec §3.1 ``audio.output``)."""
+
+    text: str
+    voice: str = "alloy"
+    speed: float = 1.0
+
+
+@runtime_checkable
+class TextToSpeech(Protocol):
+    """Speaks text, streaming PCM16 at ``sample_rate`` as it is produced."""
+
+    name: str
+    sample_rate: int
+
+    def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
+        """Yield PCM16 chunks (even byte counts) at ``sample_rate``."""
+        ...
+
+
+@dataclass
+class Engines:
+    """The set of engines one server runs with; shared by all sessions."""
+
+    vad: VoiceActivityDetector
+    stt: SpeechToText
+    llm: LanguageModel
+    tts: TextToSpeech
+    turn: TurnDetector | None = None
+    extra: dict[str, object] = field(default_factory=dict)
