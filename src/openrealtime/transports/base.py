@@ -1,0 +1,36 @@
+"""The Transport Protocol: what the runtime needs from a wire (design.md house rule 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+class TransportClosed(Exception):
+    """The peer went away; raised by :meth:`Transport.send_text` after the socket closed."""
+
+
+class Transport(Protocol):
+    """A bidirectional message channel carrying Realtime events as JSON text."""
+
+    async def receive(self) -> str | bytes | None:
+        """Return the next client message (text or binary frame), or None once the peer closed."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Send one server event (already JSON); raises :class:`TransportClosed` if closed."""
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the channel with a WebSocket close code; safe to call twice."""
+        ...
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """What the connection asked for (spec §1.1): a realtime or a transcription session."""
+
+    kind: Literal["realtime", "transcription"]
+    model: str
+    session_label: str = ""
+    """A short id for logs (never a key)."""
