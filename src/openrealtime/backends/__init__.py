@@ -1,0 +1,1 @@
+"""openrealtime.backends package."""

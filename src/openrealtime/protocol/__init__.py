@@ -1,0 +1,1 @@
+"""openrealtime.protocol package."""

@@ -1,0 +1,250 @@
+"""One typed server configuration, read from ``OPENREALTIME_*`` environment variables and flags.
+
+design.md: ``cli.py`` parses flags and the environment into a :class:`Config`; nothing else reads
+the environment. Every field is documented below; the environment variable for a field is its
+name upper-cased with the ``OPENREALTIME_`` prefix (``api_keys`` -> ``OPENREALTIME_API_KEYS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ENV_PREFIX = "OPENREALTIME_"
+"""Prefix of every environment variable :meth:`Config.from_env` reads."""
+
+VAD_CHOICES: tuple[str, ...] = ("silero", "energy")
+"""Voice-activity detectors the server knows (``--vad``)."""
+
+STT_CHOICES: tuple[str, ...] = ("fake",)
+"""Speech-to-text engines the server knows (``--stt``)."""
+
+LLM_CHOICES: tuple[str, ...] = ("fake",)
+"""Language-model engines the server knows (``--llm``)."""
+
+TTS_CHOICES: tuple[str, ...] = ("fake",)
+"""Text-to-speech engines the server knows (``--tts``)."""
+
+LOG_LEVEL_CHOICES: tuple[str, ...] = ("critical", "error", "warning", "info", "debug", "trace")
+"""Log levels (uvicorn's names; ``trace`` is uvicorn's level below ``debug``)."""
+
+DEFAULT_MODELS: tuple[str, ...] = (
+    "gpt-realtime",
+    "gpt-realtime-mini",
+    "gpt-realtime-2",
+    "gpt-realtime-2.1",
+    "gpt-realtime-1.5",
+    "gpt-4o-realtime-preview",
+    "gpt-4o-mini-realtime-preview",
+)
+"""Model names listed by ``/v1/models`` (spec §1.1: the SDK's model literals)."""
+
+_FIELD_CHOICES: dict[str, tuple[str, ...]] = {
+    "vad": VAD_CHOICES,
+    "stt": STT_CHOICES,
+    "llm": LLM_CHOICES,
+    "tts": TTS_CHOICES,
+    "log_level": LOG_LEVEL_CHOICES,
+}
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server is configured with; immutable once built.
+
+    Build it with :meth:`from_env` (environment plus explicit overrides) or directly (tests).
+    Construction validates every field and raises :class:`ValueError` naming the bad one.
+    """
+
+    host: str = "127.0.0.1"
+    """Interface to bind. Binding a non-loopback host requires an API key (see ``cli.py``)."""
+
+    port: int = 8000
+    """TCP port to listen on (0 picks a free port)."""
+
+    api_keys: tuple[str, ...] = ()
+    """Accepted API keys (``Authorization: Bearer`` or subprotocol ``openai-insecure-api-key.``).
+
+    Empty disables authentication. Env: comma-separated ``OPENREALTIME_API_KEYS``.
+    """
+
+    ssl_certfile: str | None = None
+    """PEM certificate file; with ``ssl_keyfile`` the server speaks ``https``/``wss``."""
+
+    ssl_keyfile: str | None = None
+    """PEM private key file for ``ssl_certfile``."""
+
+    log_level: str = "info"
+    """Log level for openrealtime and uvicorn, one of :data:`LOG_LEVEL_CHOICES`."""
+
+    vad: str = "silero"
+    """Voice-activity detector, one of :data:`VAD_CHOICES`."""
+
+    vad_model_path: str | None = None
+    """A local Silero ONNX file to use instead of the cached pinned one."""
+
+    stt: str = "fake"
+    """Speech-to-text engine, one of :data:`STT_CHOICES`."""
+
+    llm: str = "fake"
+    """Language-model engine, one of :data:`LLM_CHOICES`."""
+
+    tts: str = "fake"
+    """Text-to-speech engine, one of :data:`TTS_CHOICES`."""
+
+    cache_dir: str | None = None
+    """Directory model files are cached in; ``None`` means the default of ``models.py``."""
+
+    session_max_seconds: int = 3600
+    """Maximum session duration (spec §1.7: 60 minutes), then ``session_expired`` and close."""
+
+    ws_max_size: int = 24 * 1024 * 1024
+    """Largest WebSocket message accepted, in bytes (after decompression).
+
+    Spec §7: a 15 MiB ``input_audio_buffer.append`` is about 20 MiB of base64 plus JSON. A
+    larger message closes the connection with 1009.
+    """
+
+    ws_ping_interval: float = 20.0
+    """Seconds between server keepalive pings (spec §1.1: the live service pings every ~20 s)."""
+
+    ws_ping_timeout: float = 20.0
+    """Seconds to wait for a pong before closing with 1011."""
+
+    outbound_queue_max: int = 256
+    """Most server events queued for one session before the session waits for the client."""
+
+    outbound_stall_seconds: float = 10.0
+    """A client that reads nothing for this long while its queue is full is closed with 1008."""
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+    """Model names ``/v1/models`` lists. Env: comma-separated ``OPENREALTIME_MODELS``."""
+
+    accept_any_model: bool = True
+    """Accept any ``model`` string; when False an unlisted model gets ``invalid_model`` (§1.1)."""
+
+    def __post_init__(self) -> None:
+        for name, choices in _FIELD_CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(choices)}; got {value!r}"
+                )
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535; got {self.port}")
+        if any(not key or key != key.strip() for key in self.api_keys):
+            raise ValueError("api_keys must not contain empty keys or keys with spaces around")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile must be given together")
+        positive = {
+            "session_max_seconds": self.session_max_seconds,
+            "ws_max_size": self.ws_max_size,
+            "ws_ping_interval": self.ws_ping_interval,
+            "ws_ping_timeout": self.ws_ping_timeout,
+            "outbound_queue_max": self.outbound_queue_max,
+            "outbound_stall_seconds": self.outbound_stall_seconds,
+        }
+        for name, number in positive.items():
+            if number <= 0:
+                raise ValueError(f"{name} must be positive; got {number}")
+        if not self.models:
+            raise ValueError("models must list at least one model name")
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether clients must present one of :attr:`api_keys`."""
+        return bool(self.api_keys)
+
+    def is_valid_key(self, key: str) -> bool:
+        """Check a presented key against :attr:`api_keys` in constant time per key.
+
+        Call from every authenticated route (WebSocket handshake, REST). Every configured key
+        is compared (no early exit) so timing does not reveal which key nearly matched.
+
+        Args:
+            key: the key the client presented.
+
+        Returns:
+            True when the key is one of the configured keys.
+        """
+        presented = key.encode("utf-8")
+        found = False
+        for candidate in self.api_keys:
+            found |= hmac.compare_digest(presented, candidate.encode("utf-8"))
+        return found
+
+    def model_allowed(self, model: str) -> bool:
+        """Whether a ``model`` query parameter opens a session (spec §1.1 ``invalid_model``).
+
+        Args:
+            model: the requested model name.
+
+        Returns:
+            True when any model is accepted or the model is listed in :attr:`models`.
+        """
+        return self.accept_any_model or model in self.models
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, /, **overrides: Any) -> Config:
+        """Build a config from ``OPENREALTIME_*`` variables, then apply explicit overrides.
+
+        Call once at start-up (the CLI passes its flags as overrides). Overrides whose value is
+        ``None`` are ignored, so unset flags fall back to the environment, then to the default.
+
+        Args:
+            env: the environment to read; :data:`os.environ` when omitted.
+            **overrides: field values that take precedence over the environment.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ValueError: an unknown override, an unparsable variable or an invalid value; the
+                message names the field or variable.
+        """
+        source = os.environ if env is None else env
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for name, f in fields.items():
+            var = ENV_PREFIX + name.upper()
+            raw = source.get(var)
+            if raw is not None:
+                values[name] = _parse(var, raw, f)
+        for name, value in overrides.items():
+            if name not in fields:
+                raise ValueError(f"unknown config field {name!r}")
+            if value is not None:
+                values[name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
+def _parse(var: str, raw: str, f: dataclasses.Field[Any]) -> Any:
+    """Convert one environment variable to the type of its field."""
+    kind = str(f.type)
+    text = raw.strip()
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            lowered = text.lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
+        if kind == "tuple[str, ...]":
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        if kind == "str | None":
+            return text or None
+        return text
+    except ValueError as exc:
+        raise ValueError(f"{var}={raw!r}: {exc}") from None

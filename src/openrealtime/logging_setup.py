@@ -1,0 +1,98 @@
+"""Logging: one setup call, a per-session prefix, and key redaction (keys never reach a log)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+LOGGER_NAME = "openrealtime"
+"""Root of every logger in this package."""
+
+_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_HANDLER_MARK = "_openrealtime_handler"
+_TRACE = 5
+"""uvicorn's ``trace`` level, below ``DEBUG``."""
+
+_KNOWN_PREFIXES = ("sk-", "ek_")
+"""Key prefixes that carry no secret and help a user recognise which kind of key was sent."""
+
+_MIN_LEN_FOR_TAIL = 12
+"""Keys shorter than this show no characters at all (the tail would be too much of the key)."""
+
+
+def redact(key: str | None) -> str:
+    """Render an API key for logs and error messages, showing only its last 4 characters.
+
+    Use wherever a key would be printed (spec §1.1's ``invalid_api_key`` message shows
+    ``sk-…AAAA``). A known non-secret prefix (``sk-``, ``ek_``) is kept; short keys are fully
+    hidden.
+
+    Args:
+        key: the key, or ``None``.
+
+    Returns:
+        E.g. ``"sk-…AAAA"``; ``"…"`` for a short key; ``"<none>"`` for ``None`` or ``""``.
+    """
+    if not key:
+        return "<none>"
+    prefix = next((p for p in _KNOWN_PREFIXES if key.startswith(p)), "")
+    if len(key) < _MIN_LEN_FOR_TAIL:
+        return f"{prefix}…"
+    return f"{prefix}…{key[-4:]}"
+
+
+def configure_logging(level: str | int = "info") -> logging.Logger:
+    """Send this package's logs to stderr at ``level``; call once at start-up (idempotent).
+
+    uvicorn configures its own loggers; this only touches the ``openrealtime`` logger tree.
+
+    Args:
+        level: a level name (``"info"``, ``"debug"``, ``"trace"``...) or number.
+
+    Returns:
+        The package's root logger.
+
+    Raises:
+        ValueError: an unknown level name.
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(_level_number(level))
+    if not any(getattr(h, _HANDLER_MARK, False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        setattr(handler, _HANDLER_MARK, True)
+        logger.addHandler(handler)
+    logger.propagate = False
+    return logger
+
+
+def _level_number(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
+    name = level.strip().upper()
+    if name == "TRACE":
+        return _TRACE
+    number = logging.getLevelName(name)
+    if not isinstance(number, int):
+        raise ValueError(f"unknown log level {level!r}")
+    return number
+
+
+class SessionLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger that prefixes every message with the session label, e.g. ``[sess_abc] ...``.
+
+    Create one per connection with the label from :class:`~openrealtime.transports.base.
+    SessionRequest` so a session's lines can be grepped together. Never log a key through it:
+    pass keys through :func:`redact` first.
+    """
+
+    def __init__(self, logger: logging.Logger, label: str) -> None:
+        super().__init__(logger, {"session": label})
+        self.label = label
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        """Prefix ``msg`` with ``[label]``; called by :class:`logging.LoggerAdapter`."""
+        return f"[{self.label}] {msg}", kwargs
