@@ -122,3 +122,27 @@ def test_process_after_flush_raises() -> None:
 def test_bad_rates_rejected() -> None:
     with pytest.raises(ValueError):
         StreamResampler(0, 16000)
+
+
+@pytest.mark.parametrize("rates", [(24000, 16000), (22050, 24000), (16000, 24000)])
+def test_stream_output_does_not_depend_on_chunking(rates: tuple[int, int]) -> None:
+    rng = np.random.default_rng(3)
+    data = _pcm(np.rint(rng.normal(0, 3000, rates[0])))
+
+    def run(step: int) -> bytes:
+        r = StreamResampler(*rates)
+        return (
+            b"".join(r.process(data[i : i + step]) for i in range(0, len(data), step)) + r.flush()
+        )
+
+    whole = run(len(data))
+    assert run(960) == whole
+    assert run(333) == whole  # odd byte counts included
+
+
+def test_process_float_matches_process() -> None:
+    data = _sine(440, 24000, 0.2)
+    a, b = StreamResampler(24000, 16000), StreamResampler(24000, 16000)
+    floats = np.concatenate([a.process_float(data), a.flush_float()])
+    pcm = b.process(data) + b.flush()
+    assert float32_to_pcm16(floats) == pcm

@@ -4,19 +4,27 @@ Use :class:`StreamResampler` (one per stream, it keeps filter state between chun
 engine boundary whose rate differs from the session's 24 kHz, and :func:`resample` for a whole
 clip at once.
 
+Samples go through soxr as float32 and are rounded back to int16 here: soxr's own int16 path
+dithers, so its output would depend on how the stream was chunked; the float path is bit-exact
+whatever the chunking, which keeps VAD results reproducible (and batched == single).
+
 Timing: soxr's streaming output is time-aligned with its input (output sample ``k`` is the
 signal at ``k / out_rate`` seconds), but it is held back while the filter waits for look-ahead
-and comes out in bursts. At 24 kHz -> 16 kHz ("HQ") the output trails the input by about 340
-output samples (~21 ms) plus up to one burst; :meth:`StreamResampler.flush` releases the rest.
+and comes out in bursts. At 24 kHz -> 16 kHz ("HQ"), fed 10-32 ms chunks, the output trails the
+input by 97-585 output samples (6-37 ms, ~21 ms on average); :meth:`StreamResampler.flush`
+releases the rest.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import soxr
 
-_PCM16 = np.dtype("<i2")
+from openrealtime.audio.pcm import float32_to_pcm16, pcm16_to_float32
+
 _QUALITY = "HQ"
+_EMPTY = np.zeros(0, dtype=np.float32)
 
 
 class StreamResampler:
@@ -39,7 +47,7 @@ class StreamResampler:
         self._stream: soxr.ResampleStream | None = (
             None
             if self._identity
-            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=_QUALITY)
+            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=_QUALITY)
         )
         self._carry = b""
         self._flushed = False
@@ -53,20 +61,29 @@ class StreamResampler:
         Returns:
             PCM16 audio at ``out_rate``; may be empty while the filter fills.
         """
-        if self._flushed:
-            raise RuntimeError("StreamResampler.process() called after flush()")
-        data = self._carry + pcm16 if self._carry else pcm16
-        if len(data) % 2:
-            self._carry = data[-1:]
-            data = data[:-1]
-        else:
-            self._carry = b""
         if self._stream is None:
-            return bytes(data)
+            return self._take_whole_samples(pcm16)
+        return float32_to_pcm16(self.process_float(pcm16))
+
+    def process_float(self, pcm16: bytes) -> npt.NDArray[np.float32]:
+        """Like :meth:`process`, but return float32 samples in ``[-1, 1]`` (no requantising).
+
+        Call instead of :meth:`process` when the consumer wants floats (e.g. an ONNX model);
+        do not mix the two on one stream.
+
+        Args:
+            pcm16: PCM16 little-endian mono audio at ``in_rate``.
+
+        Returns:
+            float32 audio at ``out_rate``; may be empty while the filter fills.
+        """
+        data = self._take_whole_samples(pcm16)
+        if self._stream is None:
+            return pcm16_to_float32(data)
         if not data:
-            return b""
-        out = self._stream.resample_chunk(np.frombuffer(data, dtype=_PCM16))
-        return np.asarray(out, dtype=_PCM16).tobytes()
+            return _EMPTY
+        out = self._stream.resample_chunk(pcm16_to_float32(data))
+        return np.asarray(out, dtype=np.float32)
 
     def flush(self) -> bytes:
         """End the stream and return the audio the filter still holds; call once, at the end.
@@ -74,14 +91,33 @@ class StreamResampler:
         Returns:
             The remaining PCM16 audio at ``out_rate`` (a dangling odd byte is dropped).
         """
+        return float32_to_pcm16(self.flush_float())
+
+    def flush_float(self) -> npt.NDArray[np.float32]:
+        """Like :meth:`flush`, but return float32 samples; pairs with :meth:`process_float`.
+
+        Returns:
+            The remaining float32 audio at ``out_rate``.
+        """
         if self._flushed:
-            return b""
+            return _EMPTY
         self._flushed = True
         self._carry = b""
         if self._stream is None:
-            return b""
-        out = self._stream.resample_chunk(np.zeros(0, dtype=_PCM16), last=True)
-        return np.asarray(out, dtype=_PCM16).tobytes()
+            return _EMPTY
+        out = self._stream.resample_chunk(_EMPTY, last=True)
+        return np.asarray(out, dtype=np.float32)
+
+    def _take_whole_samples(self, pcm16: bytes) -> bytes:
+        """Prepend the carried byte and keep back a trailing odd byte."""
+        if self._flushed:
+            raise RuntimeError("StreamResampler used after flush()")
+        data = self._carry + pcm16 if self._carry else pcm16
+        if len(data) % 2:
+            self._carry = data[-1:]
+            return bytes(data[:-1])
+        self._carry = b""
+        return bytes(data)
 
 
 def resample(pcm16: bytes, in_rate: int, out_rate: int) -> bytes:
@@ -97,6 +133,5 @@ def resample(pcm16: bytes, in_rate: int, out_rate: int) -> bytes:
     """
     if in_rate == out_rate or not pcm16:
         return bytes(pcm16)
-    samples = np.frombuffer(pcm16, dtype=_PCM16)
-    out = soxr.resample(samples, in_rate, out_rate, quality=_QUALITY)
-    return np.asarray(out, dtype=_PCM16).tobytes()
+    out = soxr.resample(pcm16_to_float32(pcm16), in_rate, out_rate, quality=_QUALITY)
+    return float32_to_pcm16(np.asarray(out, dtype=np.float32))

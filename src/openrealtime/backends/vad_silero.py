@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from openrealtime.audio.pcm import SESSION_RATE, pcm16_to_float32
+from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.audio.resample import StreamResampler
 from openrealtime.backends.errors import ModelFileError
 
@@ -179,9 +179,9 @@ class SileroVadStream:
         """
         if self._closed:
             raise RuntimeError("SileroVadStream used after close()")
-        resampled = self._resampler.process(pcm16_24k)
-        if resampled:
-            self._pending = np.concatenate([self._pending, pcm16_to_float32(resampled)])
+        resampled = self._resampler.process_float(pcm16_24k)
+        if len(resampled):
+            self._pending = np.concatenate([self._pending, resampled])
         return self.frames_ready
 
     def feed(self, pcm16_24k: bytes) -> list[float]:
