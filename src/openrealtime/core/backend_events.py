@@ -1,0 +1,112 @@
+"""Backend events: results of commands, fed back into the core by the driver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class SpeechProbabilities:
+    """VAD output for the audio of one :class:`~openrealtime.core.commands.DetectSpeech`.
+
+    Each probability covers ``frame_samples`` consecutive session samples, continuing from the
+    previous batch (the i-th probability of the session covers frame i).
+    """
+
+    probabilities: tuple[float, ...]
+    frame_samples: int
+
+
+@dataclass(frozen=True)
+class TranscriptionDelta:
+    """Partial transcript text of a user audio item."""
+
+    item_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class TranscriptionCompleted:
+    """Final transcript of a user audio item."""
+
+    item_id: str
+    transcript: str
+    audio_seconds: float
+
+
+@dataclass(frozen=True)
+class TranscriptionFailed:
+    """The STT engine failed on a user audio item."""
+
+    item_id: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ResponseText:
+    """Assistant text. In audio mode: the transcript of the audio chunks that follow it."""
+
+    response_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ResponseAudio:
+    """Assistant audio, PCM16 at 24 kHz."""
+
+    response_id: str
+    pcm16: bytes
+
+
+@dataclass(frozen=True)
+class ResponseToolCall:
+    """The model started function call number ``index`` of this response."""
+
+    response_id: str
+    index: int
+    name: str
+
+
+@dataclass(frozen=True)
+class ResponseToolArguments:
+    """A piece of the JSON arguments of function call ``index``."""
+
+    response_id: str
+    index: int
+    delta: str
+
+
+@dataclass(frozen=True)
+class ResponseGenerated:
+    """Generation (and synthesis) finished; the response can complete."""
+
+    response_id: str
+    finish_reason: Literal["stop", "length", "tool_calls"]
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ResponseFailed:
+    """An engine failed while producing this response."""
+
+    response_id: str
+    code: str
+    message: str
+
+
+BackendEvent = (
+    SpeechProbabilities
+    | TranscriptionDelta
+    | TranscriptionCompleted
+    | TranscriptionFailed
+    | ResponseText
+    | ResponseAudio
+    | ResponseToolCall
+    | ResponseToolArguments
+    | ResponseGenerated
+    | ResponseFailed
+)

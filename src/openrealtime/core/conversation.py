@@ -1,0 +1,234 @@
+"""The default conversation: an ordered item store (spec §2.2 item events, §5.11).
+
+Audio is kept as PCM16 at 24 kHz beside each item, never as base64 on the item itself. For
+assistant audio the store also records which transcript text describes which span of audio, so
+that truncation keeps exactly the words the user heard (spec §5.6).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from openrealtime.audio.pcm import SESSION_RATE
+from openrealtime.backends.base import ChatMessage, ChatToolCall
+from openrealtime.protocol.errors import ProtocolError
+from openrealtime.protocol.items import (
+    AnyItem,
+    AssistantMessage,
+    FunctionCall,
+    FunctionCallOutput,
+    InputAudio,
+    InputImage,
+    InputText,
+    OutputAudio,
+    OutputText,
+    SystemMessage,
+    UserMessage,
+    item_payload,
+)
+
+BYTES_PER_MS = SESSION_RATE * 2 // 1000
+
+
+@dataclass
+class SpokenSegment:
+    """A piece of transcript and the audio samples that speak it."""
+
+    text: str
+    start_byte: int
+    end_byte: int
+
+
+@dataclass
+class Entry:
+    """An item plus what the wire does not carry: its audio and (hidden) heard text."""
+
+    item: AnyItem
+    audio: dict[int, bytearray] = field(default_factory=dict)
+    segments: list[SpokenSegment] = field(default_factory=list)
+    heard_text: str | None = None
+    """Transcript of user audio used for the model's context, even when not sent to clients."""
+    transcription_pending: bool = False
+
+
+def _ms(nbytes: int) -> int:
+    return nbytes // BYTES_PER_MS
+
+
+class Conversation:
+    """Items in order; ids unique; insert after ``previous_item_id`` or at ``"root"``."""
+
+    def __init__(self) -> None:
+        self._entries: list[Entry] = []
+        self._by_id: dict[str, Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._by_id
+
+    @property
+    def last_id(self) -> str | None:
+        """The id of the last item, the ``previous_item_id`` of an append."""
+        return self._entries[-1].item.id if self._entries else None
+
+    def get(self, item_id: str) -> Entry | None:
+        """Return the entry with this id, if any."""
+        return self._by_id.get(item_id)
+
+    def entries(self) -> list[Entry]:
+        """All entries in conversation order."""
+        return list(self._entries)
+
+    def insert(self, entry: Entry, previous_item_id: str | None) -> str | None:
+        """Insert ``entry`` and return the id of the item now before it (None at the start).
+
+        Raises:
+            ProtocolError: the id is taken, or ``previous_item_id`` names no item.
+        """
+        item_id = entry.item.id
+        assert item_id is not None, "items get their id before insertion"
+        if item_id in self._by_id:
+            raise ProtocolError(
+                "item_id_already_exists",
+                f"Item with id '{item_id}' already exists in the conversation.",
+                param="item.id",
+            )
+        if previous_item_id is None:
+            index = len(self._entries)
+        elif previous_item_id == "root":
+            index = 0
+        else:
+            prev = self._by_id.get(previous_item_id)
+            if prev is None:
+                raise ProtocolError(
+                    "previous_item_not_found",
+                    f"Previous item with id '{previous_item_id}' does not exist.",
+                    param="previous_item_id",
+                )
+            index = self._entries.index(prev) + 1
+        self._entries.insert(index, entry)
+        self._by_id[item_id] = entry
+        return self._entries[index - 1].item.id if index > 0 else None
+
+    def replace(self, item_id: str, item: AnyItem) -> None:
+        """Swap in an updated copy of an item (items are immutable models)."""
+        self._by_id[item_id].item = item
+
+    def delete(self, item_id: str) -> None:
+        """Remove an item (spec §2.2 ``conversation.item.delete``)."""
+        entry = self._by_id.pop(item_id, None)
+        if entry is None:
+            raise ProtocolError(
+                "item_delete_invalid_item_id",
+                f"Error deleting item: the item with id '{item_id}' does not exist.",
+                param="item_id",
+            )
+        self._entries.remove(entry)
+
+    def retrieve(self, item_id: str) -> dict[str, Any]:
+        """Return the item's JSON with its audio as base64 (``conversation.item.retrieved``)."""
+        entry = self._by_id.get(item_id)
+        if entry is None:
+            raise ProtocolError(
+                "item_retrieve_invalid_item_id",
+                f"Error retrieving item: the item with id '{item_id}' does not exist.",
+                param="item_id",
+            )
+        data = item_payload(entry.item)
+        for index, pcm in entry.audio.items():
+            data["content"][index]["audio"] = base64.b64encode(bytes(pcm)).decode("ascii")
+        return data
+
+    def truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> None:
+        """Cut an assistant audio part at ``audio_end_ms``; keep the transcript that was heard.
+
+        Raises:
+            ProtocolError: unknown item, not an assistant audio part, or beyond the audio.
+        """
+        entry = self._by_id.get(item_id)
+        if entry is None:
+            raise ProtocolError(
+                "item_truncate_invalid_item_id",
+                f"Error truncating item: the item with id '{item_id}' does not exist.",
+                param="item_id",
+            )
+        item = entry.item
+        if (
+            not isinstance(item, AssistantMessage)
+            or content_index >= len(item.content)
+            or not isinstance(item.content[content_index], OutputAudio)
+        ):
+            raise ProtocolError(
+                "invalid_value",
+                "Only assistant messages with audio content can be truncated.",
+                param="content_index",
+            )
+        pcm = entry.audio.setdefault(content_index, bytearray())
+        length_ms = _ms(len(pcm))
+        if audio_end_ms > length_ms:
+            raise ProtocolError(
+                "invalid_value",
+                f"Audio content of {length_ms}ms is already shorter than {audio_end_ms}ms",
+                param="audio_end_ms",
+            )
+        cut = audio_end_ms * BYTES_PER_MS
+        del pcm[cut:]
+        entry.segments = heard_segments(entry.segments, cut)
+        transcript = "".join(seg.text for seg in entry.segments).strip()
+        content = list(item.content)
+        part = content[content_index]
+        assert isinstance(part, OutputAudio)
+        content[content_index] = part.model_copy(update={"transcript": transcript})
+        entry.item = item.model_copy(update={"content": content})
+
+    def chat_messages(self) -> list[ChatMessage]:
+        """The conversation as chat messages for a text language model."""
+        return [msg for entry in self._entries if (msg := entry_message(entry)) is not None]
+
+
+def heard_segments(segments: list[SpokenSegment], cut: int) -> list[SpokenSegment]:
+    """Keep the text of audio before byte ``cut``; a segment cut midway keeps its heard words."""
+    kept: list[SpokenSegment] = []
+    for seg in segments:
+        if seg.end_byte <= cut:
+            kept.append(seg)
+        elif seg.start_byte < cut:
+            words = seg.text.split(" ")
+            share = (cut - seg.start_byte) / max(1, seg.end_byte - seg.start_byte)
+            n = int(len(words) * share)
+            kept.append(SpokenSegment(" ".join(words[:n]), seg.start_byte, cut))
+    return kept
+
+
+def entry_message(entry: Entry) -> ChatMessage | None:
+    """Render one entry as a chat message, or None when it carries nothing for the model."""
+    item = entry.item
+    if isinstance(item, SystemMessage):
+        return ChatMessage("system", " ".join(p.text for p in item.content))
+    if isinstance(item, UserMessage):
+        parts: list[str] = []
+        for part in item.content:
+            if isinstance(part, InputText):
+                parts.append(part.text)
+            elif isinstance(part, InputAudio):
+                text = part.transcript if part.transcript is not None else entry.heard_text
+                if text:
+                    parts.append(text)
+            elif isinstance(part, InputImage):
+                parts.append("[image]")
+        text = " ".join(p for p in parts if p).strip()
+        return ChatMessage("user", text) if text else None
+    if isinstance(item, AssistantMessage):
+        texts = [p.text if isinstance(p, OutputText) else p.transcript for p in item.content]
+        text = " ".join(t for t in texts if t).strip()
+        return ChatMessage("assistant", text) if text else None
+    if isinstance(item, FunctionCall):
+        call = ChatToolCall(item.call_id or item.id or "", item.name, item.arguments or "{}")
+        return ChatMessage("assistant", "", tool_calls=(call,))
+    if isinstance(item, FunctionCallOutput):
+        return ChatMessage("tool", item.output, tool_call_id=item.call_id)
+    return None

@@ -1,0 +1,1047 @@
+"""The sans-I/O Realtime session (design.md; websockets ``protocol.py`` style).
+
+Inputs are recorded by ``receive_*`` and ``advance_time``; outputs are collected with
+:meth:`RealtimeSession.drain`, which returns the server events to send and the commands to run,
+in order. Nothing here awaits, sleeps, reads a clock or calls a model.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, assert_never
+
+from openrealtime.audio.pcm import SESSION_RATE
+from openrealtime.backends.base import ChatMessage, ToolChoice, ToolSpec
+from openrealtime.core import backend_events as be
+from openrealtime.core.commands import (
+    CancelResponse,
+    CloseSession,
+    Command,
+    DetectSpeech,
+    Generate,
+    Transcribe,
+)
+from openrealtime.core.conversation import (
+    BYTES_PER_MS,
+    Conversation,
+    Entry,
+    SpokenSegment,
+    entry_message,
+)
+from openrealtime.core.ids import IdFactory
+from openrealtime.core.responses import OpenCall, OpenMessage, ResponseRun, Usage
+from openrealtime.core.state import SESSION_TRANSITIONS, InvalidTransition, SessionState, advance
+from openrealtime.core.turn_detection import ServerVadDetector, SpeechStart, SpeechStop
+from openrealtime.protocol import client_events as ce
+from openrealtime.protocol import errors
+from openrealtime.protocol import server_events as se
+from openrealtime.protocol.codec import validate
+from openrealtime.protocol.errors import ProtocolError
+from openrealtime.protocol.items import (
+    AnyItem,
+    AssistantMessage,
+    FunctionCall,
+    FunctionCallOutput,
+    InputAudio,
+    OutputAudio,
+    OutputText,
+    UserMessage,
+    item_payload,
+)
+from openrealtime.protocol.session_config import (
+    AudioPcm,
+    RealtimeSessionConfig,
+    ServerVad,
+    SessionConfig,
+    TranscriptionSessionConfig,
+    merge_update,
+    session_payload,
+)
+
+MIN_COMMIT_MS = 100
+BYTES_PER_SAMPLE = 2
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-side limits of one session (spec §7; reliability-targets.md §3 check 10)."""
+
+    max_duration_ms: int = 3_600_000
+    max_append_bytes: int = 15 * 1024 * 1024
+    max_buffer_bytes: int = 15 * 1024 * 1024
+    """Uncommitted audio kept at most; older audio is dropped with an error."""
+
+
+@dataclass
+class Output:
+    """What :meth:`RealtimeSession.drain` hands the driver."""
+
+    events: list[se.ServerEvent] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+
+
+class RealtimeSession:
+    """One Realtime session: conversation, input buffer, turn detection and responses.
+
+    Call order: construct (emits ``session.created``), then any ``receive_*`` or
+    ``advance_time`` call, each followed by :meth:`drain`.
+    """
+
+    def __init__(
+        self,
+        kind: Literal["realtime", "transcription"],
+        model: str,
+        *,
+        ids: IdFactory,
+        now_ms: int,
+        limits: Limits | None = None,
+        defaults: dict[str, Any] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.ids = ids
+        self.limits = limits or Limits()
+        self.id = ids.new("sess")
+        self.conversation_id = ids.new("conv")
+        self.state = SessionState.OPEN
+        self.now_ms = now_ms
+        self.created_ms = now_ms
+        self.config: SessionConfig
+        if kind == "realtime":
+            self.config = RealtimeSessionConfig(model=model)
+        else:
+            self.config = TranscriptionSessionConfig()
+        if defaults:
+            self.config = self._merged(defaults)
+        self.conversation = Conversation()
+        self._out = Output()
+        # input audio buffer: absolute sample positions in the session's audio stream
+        self._buffer = bytearray()
+        self._buffer_start = 0
+        self._written = 0
+        self._vad = ServerVadDetector(0.5, 0)
+        self._speech_item_id: str | None = None
+        self._speech_start_sample = 0
+        self._configure_vad()
+        # responses
+        self._responses: dict[str, ResponseRun] = {}
+        self._default_response: str | None = None
+        self._auto_response_pending = False
+        self._audio_produced = False
+        self._idle_deadline_ms: int | None = None
+        self._tokens_used = 0
+        self._emit(se.SessionCreated, session=self._session_payload())
+
+    # ------------------------------------------------------------------ public API
+
+    def drain(self) -> Output:
+        """Return and forget the events and commands produced since the last call."""
+        out, self._out = self._out, Output()
+        return out
+
+    @property
+    def expires_at(self) -> int:
+        """Unix seconds when the session ends (spec §1.7)."""
+        return (self.created_ms + self.limits.max_duration_ms) // 1000
+
+    def next_deadline_ms(self) -> int | None:
+        """The earliest wall time at which :meth:`advance_time` has something to do."""
+        if self.state is SessionState.CLOSED:
+            return None
+        deadline = self.created_ms + self.limits.max_duration_ms
+        if self._idle_deadline_ms is not None:
+            deadline = min(deadline, self._idle_deadline_ms)
+        return deadline
+
+    def advance_time(self, now_ms: int) -> None:
+        """Tell the session the wall time (unix ms); fires idle timeouts and expiry."""
+        self.now_ms = now_ms
+        if self.state is SessionState.CLOSED:
+            return
+        if now_ms >= self.created_ms + self.limits.max_duration_ms:
+            self._expire()
+            return
+        if self._idle_deadline_ms is not None and now_ms >= self._idle_deadline_ms:
+            self._idle_deadline_ms = None
+            self._idle_timeout()
+
+    def receive_error(self, error: ProtocolError, event_id: str | None = None) -> None:
+        """Report a client mistake found before the core (bad JSON, unknown type...)."""
+        self._emit(se.Error, error=error.payload(event_id))
+
+    def receive_client_event(self, event: ce.ClientEvent) -> None:
+        """Handle one parsed client event (spec §2.2); mistakes become ``error`` events."""
+        if self.state is SessionState.CLOSED:
+            return
+        try:
+            self._dispatch(event)
+        except ProtocolError as exc:
+            self._emit(se.Error, error=exc.payload(event.event_id))
+        except InvalidTransition as exc:
+            self._emit(se.Error, error=errors.server_error(str(exc)).payload(event.event_id))
+
+    def receive_audio(self, pcm16: bytes) -> None:
+        """Append session audio (PCM16 24 kHz) that arrived outside events (WebRTC track)."""
+        if self.state is SessionState.OPEN:
+            self._append_audio(pcm16)
+
+    def receive_backend_event(self, event: be.BackendEvent) -> None:
+        """Feed back the result of a command."""
+        if self.state is SessionState.CLOSED:
+            return
+        match event:
+            case be.SpeechProbabilities():
+                self._on_speech_probabilities(event)
+            case be.TranscriptionDelta():
+                self._on_transcription_delta(event)
+            case be.TranscriptionCompleted():
+                self._on_transcription_completed(event)
+            case be.TranscriptionFailed():
+                self._on_transcription_failed(event)
+            case be.ResponseText():
+                self._on_response_text(event)
+            case be.ResponseAudio():
+                self._on_response_audio(event)
+            case be.ResponseToolCall():
+                self._on_tool_call(event)
+            case be.ResponseToolArguments():
+                self._on_tool_arguments(event)
+            case be.ResponseGenerated():
+                self._on_generated(event)
+            case be.ResponseFailed():
+                self._on_response_failed(event)
+            case _:
+                assert_never(event)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, event: ce.ClientEvent) -> None:
+        match event:
+            case ce.SessionUpdate():
+                self._session_update(event)
+            case ce.SessionClose():
+                self._close(1000, "session closed by client")
+            case ce.InputAudioBufferAppend():
+                self._append_event(event)
+            case ce.InputAudioBufferCommit():
+                self._commit_event()
+            case ce.InputAudioBufferClear():
+                self._clear_buffer()
+            case ce.OutputAudioBufferClear():
+                raise errors.invalid_value(event.type, ce.WEBSOCKET_EVENT_TYPES, "type")
+            case ce.ConversationItemCreate():
+                self._item_create(event)
+            case ce.ConversationItemRetrieve():
+                self._emit(
+                    se.ConversationItemRetrieved, item=self.conversation.retrieve(event.item_id)
+                )
+            case ce.ConversationItemTruncate():
+                self.conversation.truncate(event.item_id, event.content_index, event.audio_end_ms)
+                self._emit(
+                    se.ConversationItemTruncated,
+                    item_id=event.item_id,
+                    content_index=event.content_index,
+                    audio_end_ms=event.audio_end_ms,
+                )
+            case ce.ConversationItemDelete():
+                self.conversation.delete(event.item_id)
+                self._emit(se.ConversationItemDeleted, item_id=event.item_id)
+            case ce.ResponseCreate():
+                self._require_realtime("response.create")
+                self._create_response(event.response or ce.ResponseCreateParams())
+            case ce.ResponseCancel():
+                self._cancel_event(event)
+            case _:
+                assert_never(event)
+
+    # ------------------------------------------------------------------ session
+
+    def _session_payload(self) -> dict[str, Any]:
+        return session_payload(self.config, session_id=self.id, expires_at=self.expires_at)
+
+    def _merged(self, update: dict[str, Any]) -> SessionConfig:
+        current = self.config.model_dump(mode="json")
+        model: type[SessionConfig] = type(self.config)
+        new = validate(model, merge_update(current, update), prefix="session")
+        for fmt in (
+            new.audio.input.format,
+            getattr(getattr(new.audio, "output", None), "format", None),
+        ):
+            if fmt is not None and not isinstance(fmt, AudioPcm):
+                raise ProtocolError(
+                    "invalid_value",
+                    f"Audio format '{fmt.type}' is not supported by this server yet; "
+                    "use {'type': 'audio/pcm', 'rate': 24000}.",
+                    param="session.audio",
+                )
+        return new
+
+    def _session_update(self, event: ce.SessionUpdate) -> None:
+        body = event.session
+        kind = body.get("type")
+        if kind is None:
+            raise errors.missing_parameter("session.type")
+        if kind not in ("realtime", "transcription"):
+            raise errors.invalid_value(kind, ["realtime", "transcription"], "session.type")
+        if kind != self.kind:
+            raise ProtocolError(
+                "invalid_value",
+                f"Passing a {kind} session update event to a {self.kind} session is not allowed.",
+                param="session.type",
+            )
+        new = self._merged(body)
+        if isinstance(new, RealtimeSessionConfig) and isinstance(
+            self.config, RealtimeSessionConfig
+        ):
+            if self._audio_produced and new.audio.output.voice != self.config.audio.output.voice:
+                raise ProtocolError(
+                    "cannot_update_voice",
+                    "Cannot update a conversation's voice if assistant audio is present.",
+                    param="session.audio.output.voice",
+                )
+            if self.config.tracing is not None and new.tracing != self.config.tracing:
+                raise ProtocolError(
+                    "invalid_value",
+                    "Tracing cannot be modified once it has been enabled.",
+                    param="session.tracing",
+                )
+        self.config = new
+        self._configure_vad()
+        self._emit(se.SessionUpdated, session=self._session_payload())
+
+    def _turn_detection(self) -> Any:
+        return self.config.audio.input.turn_detection
+
+    def _configure_vad(self) -> None:
+        td = self._turn_detection()
+        if td is None:
+            if self._speech_item_id is not None:
+                self._vad.reset()
+                self._speech_item_id = None
+            self._idle_deadline_ms = None
+            return
+        threshold = td.threshold if isinstance(td, ServerVad) else 0.5
+        silence_ms = (
+            td.silence_duration_ms
+            if isinstance(td, ServerVad)
+            else semantic_silence_ms(td.eagerness)
+        )
+        self._vad.reconfigure(threshold, silence_ms * SESSION_RATE // 1000)
+
+    def _require_realtime(self, what: str) -> None:
+        if self.kind != "realtime":
+            raise ProtocolError(
+                "invalid_request_error",
+                f"'{what}' is not supported in transcription sessions.",
+                param="type",
+            )
+
+    def _close(self, code: int, reason: str) -> None:
+        for run in list(self._responses.values()):
+            self._out.commands.append(CancelResponse(run.id))
+        self._responses.clear()
+        self.state = advance("session", SESSION_TRANSITIONS, self.state, "close")
+        self._out.commands.append(CloseSession(code, reason))
+
+    def _expire(self) -> None:
+        minutes = self.limits.max_duration_ms / 60_000
+        self._emit(se.Error, error=errors.session_expired(minutes).payload())
+        self._close(1001, "session expired")
+
+    # ------------------------------------------------------------------ input audio
+
+    def _append_event(self, event: ce.InputAudioBufferAppend) -> None:
+        if len(event.audio) > self.limits.max_append_bytes * 4 // 3 + 4:
+            raise self._too_big()
+        try:
+            pcm = base64.b64decode(event.audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError(
+                "invalid_value", "Invalid 'audio': expected base64-encoded audio.", param="audio"
+            ) from None
+        if len(pcm) > self.limits.max_append_bytes:
+            raise self._too_big()
+        if len(pcm) % BYTES_PER_SAMPLE:
+            pcm = pcm[: len(pcm) - 1]
+        self._append_audio(pcm)
+
+    def _too_big(self) -> ProtocolError:
+        mib = self.limits.max_append_bytes / (1024 * 1024)
+        return ProtocolError(
+            "input_audio_buffer_append_too_large",
+            f"Invalid 'audio': each input_audio_buffer.append may carry at most {mib:g} MiB.",
+            param="audio",
+        )
+
+    def _append_audio(self, pcm: bytes) -> None:
+        if not pcm:
+            return
+        self._buffer += pcm
+        self._written += len(pcm) // BYTES_PER_SAMPLE
+        overflow = len(self._buffer) - self.limits.max_buffer_bytes
+        if overflow > 0:
+            del self._buffer[:overflow]
+            self._buffer_start += overflow // BYTES_PER_SAMPLE
+            self._emit(
+                se.Error,
+                error=ProtocolError(
+                    "input_audio_buffer_full",
+                    "The input audio buffer is full; the oldest audio was dropped. Commit or "
+                    "clear the buffer.",
+                ).payload(),
+            )
+        self._out.commands.append(DetectSpeech(pcm))
+
+    def _buffer_ms(self) -> float:
+        return len(self._buffer) / BYTES_PER_MS
+
+    def _take(self, start: int, end: int) -> bytes:
+        """Remove and return buffered audio between absolute samples ``start`` and ``end``."""
+        start = max(start, self._buffer_start)
+        end = min(max(end, start), self._buffer_start + len(self._buffer) // BYTES_PER_SAMPLE)
+        lo = (start - self._buffer_start) * BYTES_PER_SAMPLE
+        hi = (end - self._buffer_start) * BYTES_PER_SAMPLE
+        pcm = bytes(self._buffer[lo:hi])
+        del self._buffer[:hi]
+        self._buffer_start = end
+        return pcm
+
+    def _commit_event(self) -> None:
+        if len(self._buffer) < MIN_COMMIT_MS * BYTES_PER_MS:
+            raise errors.commit_empty(self._buffer_ms())
+        item_id = self._speech_item_id or self.ids.new("item")
+        self._vad.reset()
+        self._speech_item_id = None
+        pcm = self._take(self._buffer_start, self._written)
+        self._commit_audio(item_id, pcm)
+        self._after_user_turn()
+
+    def _clear_buffer(self) -> None:
+        self._buffer.clear()
+        self._buffer_start = self._written
+        self._vad.reset()
+        self._speech_item_id = None
+        self._emit(se.InputAudioBufferCleared)
+
+    def _commit_audio(self, item_id: str, pcm: bytes) -> None:
+        """Turn audio into a user item: committed, item added/done, transcription started."""
+        previous = self.conversation.last_id
+        self._emit(se.InputAudioBufferCommitted, item_id=item_id, previous_item_id=previous)
+        item = UserMessage(
+            id=item_id,
+            type="message",
+            role="user",
+            status="completed",
+            content=[InputAudio(type="input_audio", transcript=None)],
+        )
+        entry = Entry(item=item, audio={0: bytearray(pcm)}, transcription_pending=True)
+        self._add_item(entry, None)
+        self._transcribe(item_id, pcm)
+
+    def _transcribe(self, item_id: str, pcm: bytes) -> None:
+        tr = self.config.audio.input.transcription
+        self._out.commands.append(
+            Transcribe(
+                item_id=item_id,
+                content_index=0,
+                pcm16=pcm,
+                model=tr.model if tr else None,
+                language=tr.language if tr else None,
+                prompt=tr.prompt if tr else None,
+            )
+        )
+
+    def _after_user_turn(self) -> None:
+        """A user turn ended by VAD or timeout: answer it if the session says so."""
+        td = self._turn_detection()
+        if self.kind != "realtime" or td is None or not td.create_response:
+            return
+        if self._default_response is not None:
+            self._auto_response_pending = True
+            return
+        self._create_response(ce.ResponseCreateParams())
+
+    # ------------------------------------------------------------------ turn detection
+
+    def _on_speech_probabilities(self, event: be.SpeechProbabilities) -> None:
+        td = self._turn_detection()
+        if td is None:
+            self._vad.position += len(event.probabilities) * event.frame_samples
+            self._trim_idle_buffer(keep_all=True)
+            return
+        for change in self._vad.feed(event.probabilities, event.frame_samples):
+            if isinstance(change, SpeechStart):
+                self._speech_started(change)
+            else:
+                self._speech_stopped(change)
+        if self._speech_item_id is None:
+            self._trim_idle_buffer(keep_all=False)
+
+    def _prefix_samples(self) -> int:
+        td = self._turn_detection()
+        prefix_ms = td.prefix_padding_ms if isinstance(td, ServerVad) else 300
+        return int(prefix_ms * SESSION_RATE // 1000)
+
+    def _trim_idle_buffer(self, *, keep_all: bool) -> None:
+        """Outside speech, keep only the prefix padding (server VAD buffers no silence)."""
+        if keep_all:
+            return
+        keep_from = self._vad.position - self._prefix_samples()
+        if keep_from > self._buffer_start:
+            self._take(self._buffer_start, keep_from)
+
+    def _speech_started(self, change: SpeechStart) -> None:
+        self._idle_deadline_ms = None
+        self._speech_item_id = self.ids.new("item")
+        self._speech_start_sample = max(self._buffer_start, change.sample - self._prefix_samples())
+        self._emit(
+            se.InputAudioBufferSpeechStarted,
+            audio_start_ms=self._speech_start_sample * 1000 // SESSION_RATE,
+            item_id=self._speech_item_id,
+        )
+        td = self._turn_detection()
+        if self.kind == "realtime" and td is not None and td.interrupt_response:
+            if self._default_response is not None:
+                self._cancel(self._responses[self._default_response], "turn_detected")
+
+    def _speech_stopped(self, change: SpeechStop) -> None:
+        item_id = self._speech_item_id or self.ids.new("item")
+        self._speech_item_id = None
+        self._emit(
+            se.InputAudioBufferSpeechStopped,
+            audio_end_ms=change.sample * 1000 // SESSION_RATE,
+            item_id=item_id,
+        )
+        pcm = self._take(self._speech_start_sample, change.sample)
+        self._commit_audio(item_id, pcm)
+        self._after_user_turn()
+
+    def _idle_timeout(self) -> None:
+        item_id = self.ids.new("item")
+        start_ms = self._buffer_start * 1000 // SESSION_RATE
+        self._emit(
+            se.InputAudioBufferTimeoutTriggered,
+            audio_start_ms=start_ms,
+            audio_end_ms=self._written * 1000 // SESSION_RATE,
+            item_id=item_id,
+        )
+        pcm = self._take(self._buffer_start, self._written)
+        self._commit_audio(item_id, pcm)
+        self._after_user_turn()
+
+    # ------------------------------------------------------------------ transcription
+
+    def _transcription_enabled(self) -> bool:
+        return self.config.audio.input.transcription is not None
+
+    def _on_transcription_delta(self, event: be.TranscriptionDelta) -> None:
+        if self._transcription_enabled() and event.item_id in self.conversation and event.text:
+            self._emit(
+                se.ConversationItemInputAudioTranscriptionDelta,
+                item_id=event.item_id,
+                content_index=0,
+                delta=event.text,
+            )
+
+    def _on_transcription_completed(self, event: be.TranscriptionCompleted) -> None:
+        entry = self.conversation.get(event.item_id)
+        if entry is not None:
+            entry.heard_text = event.transcript
+            entry.transcription_pending = False
+            if self._transcription_enabled() and isinstance(entry.item, UserMessage):
+                content = [
+                    p.model_copy(update={"transcript": event.transcript})
+                    if isinstance(p, InputAudio)
+                    else p
+                    for p in entry.item.content
+                ]
+                entry.item = entry.item.model_copy(update={"content": content})
+                audio_tokens = math.ceil(event.audio_seconds * 10)
+                text_tokens = len(event.transcript.split())
+                self._emit(
+                    se.ConversationItemInputAudioTranscriptionCompleted,
+                    item_id=event.item_id,
+                    content_index=0,
+                    transcript=event.transcript,
+                    usage={
+                        "type": "tokens",
+                        "input_tokens": audio_tokens,
+                        "output_tokens": text_tokens,
+                        "total_tokens": audio_tokens + text_tokens,
+                        "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+                    },
+                )
+        self._input_ready(event.item_id)
+
+    def _on_transcription_failed(self, event: be.TranscriptionFailed) -> None:
+        entry = self.conversation.get(event.item_id)
+        if entry is not None:
+            entry.transcription_pending = False
+            if self._transcription_enabled():
+                self._emit(
+                    se.ConversationItemInputAudioTranscriptionFailed,
+                    item_id=event.item_id,
+                    content_index=0,
+                    error={
+                        "type": "transcription_error",
+                        "code": event.code,
+                        "message": event.message,
+                    },
+                )
+        self._input_ready(event.item_id)
+
+    def _input_ready(self, item_id: str) -> None:
+        for run in list(self._responses.values()):
+            if item_id in run.waiting_for:
+                run.waiting_for.discard(item_id)
+                if not run.waiting_for:
+                    self._start_generation(run)
+
+    # ------------------------------------------------------------------ items
+
+    def _add_item(self, entry: Entry, previous_item_id: str | None) -> None:
+        previous = self.conversation.insert(entry, previous_item_id)
+        payload = item_payload(entry.item)
+        self._emit(se.ConversationItemAdded, item=payload, previous_item_id=previous)
+        self._emit(se.ConversationItemDone, item=payload, previous_item_id=previous)
+
+    def _item_create(self, event: ce.ConversationItemCreate) -> None:
+        self._require_realtime("conversation.item.create")
+        item = event.item
+        audio: dict[int, bytearray] = {}
+        needs_transcript = False
+        if isinstance(item, UserMessage):
+            content = []
+            for index, part in enumerate(item.content):
+                if isinstance(part, InputAudio) and part.audio is not None:
+                    try:
+                        audio[index] = bytearray(base64.b64decode(part.audio, validate=True))
+                    except (binascii.Error, ValueError):
+                        raise ProtocolError(
+                            "invalid_value",
+                            "Invalid 'audio': expected base64-encoded audio.",
+                            param=f"item.content[{index}].audio",
+                        ) from None
+                    needs_transcript = part.transcript is None
+                    part = part.model_copy(update={"audio": None})
+                content.append(part)
+            item = item.model_copy(update={"content": content})
+        if isinstance(item, AssistantMessage):
+            for index, apart in enumerate(item.content):
+                if isinstance(apart, OutputAudio) and apart.audio is not None:
+                    raise ProtocolError(
+                        "invalid_value",
+                        "Assistant messages cannot be created with audio content.",
+                        param=f"item.content[{index}].audio",
+                    )
+        if isinstance(item, FunctionCallOutput) and not self._known_call(item.call_id):
+            raise ProtocolError(
+                "invalid_value",
+                f"No tool call found for function call output with call_id '{item.call_id}'.",
+                param="item.call_id",
+            )
+        if item.id is None:
+            item = item.model_copy(update={"id": self.ids.new("item")})
+        if isinstance(item, FunctionCall) and item.call_id is None:
+            item = item.model_copy(update={"call_id": self.ids.new("call")})
+        if item.status is None:
+            item = item.model_copy(update={"status": "completed"})
+        entry = Entry(item=item, audio=audio, transcription_pending=needs_transcript)
+        self._add_item(entry, event.previous_item_id)
+        if needs_transcript and item.id is not None:
+            self._transcribe(item.id, bytes(audio[min(audio)]))
+
+    def _known_call(self, call_id: str) -> bool:
+        return any(
+            isinstance(e.item, FunctionCall) and e.item.call_id == call_id
+            for e in self.conversation.entries()
+        )
+
+    # ------------------------------------------------------------------ responses
+
+    def _create_response(self, params: ce.ResponseCreateParams) -> None:
+        config = self.config
+        assert isinstance(config, RealtimeSessionConfig)
+        in_conversation = params.conversation != "none"
+        if in_conversation and self._default_response is not None:
+            raise errors.active_response(self._default_response)
+        context, waiting = self._response_context(params)
+        instructions = (
+            params.instructions if params.instructions is not None else config.instructions
+        )
+        messages = [ChatMessage("system", instructions)] if instructions else []
+        messages += context
+        modality = (params.output_modalities or config.output_modalities)[0]
+        out_audio = params.audio.output if params.audio and params.audio.output else None
+        voice_value = (
+            out_audio.voice if out_audio and out_audio.voice else config.audio.output.voice
+        )
+        voice = voice_value if isinstance(voice_value, str) else voice_value.id
+        tools = params.tools if params.tools is not None else config.tools
+        tool_choice = params.tool_choice if params.tool_choice is not None else config.tool_choice
+        choice: ToolChoice = tool_choice if isinstance(tool_choice, str) else tool_choice.name
+        if not isinstance(tool_choice, str) and not any(t.name == tool_choice.name for t in tools):
+            raise ProtocolError(
+                "invalid_value",
+                f"Tool choice '{tool_choice.name}' does not match any of the provided tools.",
+                param="response.tool_choice"
+                if params.tool_choice is not None
+                else "session.tool_choice",
+            )
+        max_tokens = params.max_output_tokens or config.max_output_tokens
+        run = ResponseRun(
+            id=self.ids.new("resp"),
+            conversation_id=self.conversation_id if in_conversation else None,
+            modality=modality,
+            voice=voice,
+            output_format={"type": "audio/pcm", "rate": SESSION_RATE},
+            max_output_tokens=max_tokens,
+            metadata=params.metadata,
+            waiting_for=waiting,
+        )
+        run.pending_generate = Generate(
+            response_id=run.id,
+            messages=tuple(messages),
+            tools=tuple(ToolSpec(t.name, t.description, t.parameters) for t in tools),
+            tool_choice=choice,
+            max_output_tokens=None if max_tokens == "inf" else max_tokens,
+            modality=modality,
+            voice=voice,
+            speed=config.audio.output.speed,
+            session_key=self.id if in_conversation and params.input is None else None,
+        )
+        self._responses[run.id] = run
+        if in_conversation:
+            self._default_response = run.id
+        self._idle_deadline_ms = None
+        self._emit(se.ResponseCreated, response=run.payload())
+        if not run.waiting_for:
+            self._start_generation(run)
+
+    def _response_context(
+        self, params: ce.ResponseCreateParams
+    ) -> tuple[list[ChatMessage], set[str]]:
+        """The chat context of a response and the user items still being transcribed."""
+        if params.input is None:
+            entries = self.conversation.entries()
+        else:
+            entries = []
+            for index, ref in enumerate(params.input):
+                if isinstance(ref, ce.ItemReference):
+                    found = self.conversation.get(ref.id)
+                    if found is None:
+                        raise ProtocolError(
+                            "invalid_value",
+                            f"Item with id '{ref.id}' not found in the conversation.",
+                            param=f"response.input[{index}].id",
+                        )
+                    entries.append(found)
+                else:
+                    entries.append(Entry(item=ref))
+        messages = [m for e in entries if (m := entry_message(e)) is not None]
+        waiting = {e.item.id for e in entries if e.transcription_pending and e.item.id}
+        return messages, waiting
+
+    def _start_generation(self, run: ResponseRun) -> None:
+        if run.state is not run.state.WAITING_INPUT:
+            return
+        run.move("input_ready")
+        command = run.pending_generate
+        if run.waiting_for == set() and command is not None:
+            # Rebuild the context now that every transcript is known.
+            if command.session_key is not None:
+                messages = [m for m in command.messages if m.role == "system"][:1]
+                messages += self.conversation.chat_messages()
+                command = replace(command, messages=tuple(messages))
+            self._out.commands.append(command)
+        run.pending_generate = None
+
+    def _active(self, response_id: str) -> ResponseRun | None:
+        run = self._responses.get(response_id)
+        return run if run is not None and run.active else None
+
+    def _open_message(self, run: ResponseRun) -> OpenMessage:
+        if run.message is not None:
+            return run.message
+        item_id = self.ids.new("item")
+        msg = OpenMessage(item_id=item_id, output_index=len(run.output), modality=run.modality)
+        run.message = msg
+        item = AssistantMessage(
+            id=item_id, type="message", role="assistant", status="in_progress", content=[]
+        )
+        run.output.append(item)
+        self._emit(
+            se.ResponseOutputItemAdded,
+            response_id=run.id,
+            output_index=msg.output_index,
+            item=item_payload(item),
+        )
+        if run.in_conversation:
+            previous = self.conversation.insert(Entry(item=item), None)
+            self._emit(se.ConversationItemAdded, item=item_payload(item), previous_item_id=previous)
+        part = (
+            {"type": "audio", "transcript": ""}
+            if run.modality == "audio"
+            else {"type": "text", "text": ""}
+        )
+        self._emit(
+            se.ResponseContentPartAdded,
+            response_id=run.id,
+            item_id=item_id,
+            output_index=msg.output_index,
+            content_index=0,
+            part=part,
+        )
+        return msg
+
+    def _on_response_text(self, event: be.ResponseText) -> None:
+        run = self._active(event.response_id)
+        if run is None or not event.text:
+            return
+        msg = self._open_message(run)
+        where = {
+            "response_id": run.id,
+            "item_id": msg.item_id,
+            "output_index": msg.output_index,
+            "content_index": 0,
+        }
+        if msg.modality == "audio":
+            entry = self.conversation.get(msg.item_id) if run.in_conversation else None
+            if entry is not None:
+                entry.segments.append(SpokenSegment(event.text, msg.audio_bytes, msg.audio_bytes))
+            self._emit(se.ResponseOutputAudioTranscriptDelta, **where, delta=event.text)
+        else:
+            self._emit(se.ResponseOutputTextDelta, **where, delta=event.text)
+        msg.text += event.text
+
+    def _on_response_audio(self, event: be.ResponseAudio) -> None:
+        run = self._active(event.response_id)
+        if run is None or not event.pcm16 or run.modality != "audio":
+            return
+        msg = self._open_message(run)
+        msg.audio_bytes += len(event.pcm16)
+        self._audio_produced = True
+        entry = self.conversation.get(msg.item_id) if run.in_conversation else None
+        if entry is not None:
+            entry.audio.setdefault(0, bytearray()).extend(event.pcm16)
+            if entry.segments:
+                entry.segments[-1].end_byte = msg.audio_bytes
+        self._emit(
+            se.ResponseOutputAudioDelta,
+            response_id=run.id,
+            item_id=msg.item_id,
+            output_index=msg.output_index,
+            content_index=0,
+            delta=base64.b64encode(event.pcm16).decode("ascii"),
+        )
+
+    def _on_tool_call(self, event: be.ResponseToolCall) -> None:
+        run = self._active(event.response_id)
+        if run is None or event.index in run.calls:
+            return
+        self._close_message(run, "completed")
+        call = OpenCall(
+            item_id=self.ids.new("item"),
+            output_index=len(run.output),
+            call_id=self.ids.new("call"),
+            name=event.name,
+        )
+        run.calls[event.index] = call
+        item = FunctionCall(
+            id=call.item_id,
+            type="function_call",
+            status="in_progress",
+            name=call.name,
+            call_id=call.call_id,
+            arguments="",
+        )
+        run.output.append(item)
+        self._emit(
+            se.ResponseOutputItemAdded,
+            response_id=run.id,
+            output_index=call.output_index,
+            item=item_payload(item),
+        )
+        if run.in_conversation:
+            previous = self.conversation.insert(Entry(item=item), None)
+            self._emit(se.ConversationItemAdded, item=item_payload(item), previous_item_id=previous)
+
+    def _on_tool_arguments(self, event: be.ResponseToolArguments) -> None:
+        run = self._active(event.response_id)
+        if run is None or event.index not in run.calls or not event.delta:
+            return
+        call = run.calls[event.index]
+        call.arguments += event.delta
+        self._emit(
+            se.ResponseFunctionCallArgumentsDelta,
+            response_id=run.id,
+            item_id=call.item_id,
+            output_index=call.output_index,
+            call_id=call.call_id,
+            delta=event.delta,
+        )
+
+    def _close_message(self, run: ResponseRun, status: Literal["completed", "incomplete"]) -> None:
+        msg = run.message
+        if msg is None:
+            return
+        run.message = None
+        where = {
+            "response_id": run.id,
+            "item_id": msg.item_id,
+            "output_index": msg.output_index,
+            "content_index": 0,
+        }
+        content: list[OutputAudio | OutputText]
+        if msg.modality == "audio":
+            self._emit(se.ResponseOutputAudioDone, **where)
+            self._emit(se.ResponseOutputAudioTranscriptDone, **where, transcript=msg.text)
+            self._emit(
+                se.ResponseContentPartDone, **where, part={"type": "audio", "transcript": msg.text}
+            )
+            content = [OutputAudio(type="output_audio", transcript=msg.text)]
+        else:
+            self._emit(se.ResponseOutputTextDone, **where, text=msg.text)
+            self._emit(se.ResponseContentPartDone, **where, part={"type": "text", "text": msg.text})
+            content = [OutputText(type="output_text", text=msg.text)]
+        item = AssistantMessage(
+            id=msg.item_id, type="message", role="assistant", status=status, content=content
+        )
+        self._finish_item(run, msg.output_index, item)
+
+    def _close_calls(self, run: ResponseRun, status: Literal["completed", "incomplete"]) -> None:
+        for index in sorted(run.calls):
+            call = run.calls[index]
+            self._emit(
+                se.ResponseFunctionCallArgumentsDone,
+                response_id=run.id,
+                item_id=call.item_id,
+                output_index=call.output_index,
+                call_id=call.call_id,
+                name=call.name,
+                arguments=call.arguments,
+            )
+            item = FunctionCall(
+                id=call.item_id,
+                type="function_call",
+                status=status,
+                name=call.name,
+                call_id=call.call_id,
+                arguments=call.arguments,
+            )
+            self._finish_item(run, call.output_index, item)
+        run.calls.clear()
+
+    def _finish_item(self, run: ResponseRun, output_index: int, item: AnyItem) -> None:
+        run.output[output_index] = item
+        if run.in_conversation and item.id is not None and item.id in self.conversation:
+            self.conversation.replace(item.id, item)
+            self._emit(se.ConversationItemDone, item=item_payload(item))
+        self._emit(
+            se.ResponseOutputItemDone,
+            response_id=run.id,
+            output_index=output_index,
+            item=item_payload(item),
+        )
+
+    def _on_generated(self, event: be.ResponseGenerated) -> None:
+        run = self._active(event.response_id)
+        if run is None:
+            return
+        incomplete = event.finish_reason == "length"
+        status: Literal["completed", "incomplete"] = "incomplete" if incomplete else "completed"
+        self._close_message(run, status)
+        self._close_calls(run, status)
+        run.usage = Usage(
+            input_tokens=event.input_tokens,
+            output_tokens=event.output_tokens,
+            cached_tokens=event.cached_tokens,
+        )
+        if incomplete:
+            run.move("length")
+            run.status_details = {"type": "incomplete", "reason": "max_output_tokens"}
+        else:
+            run.move("complete")
+        self._finish_response(run)
+
+    def _on_response_failed(self, event: be.ResponseFailed) -> None:
+        run = self._active(event.response_id)
+        if run is None:
+            return
+        self._close_message(run, "incomplete")
+        self._close_calls(run, "incomplete")
+        run.move("fail")
+        error = {"type": "server_error", "code": event.code, "message": event.message}
+        run.status_details = {"type": "failed", "error": error}
+        run.usage = run.usage or Usage()
+        self._finish_response(run)
+        self._emit(
+            se.Error,
+            error=ProtocolError(event.code, event.message, type="server_error").payload(),
+        )
+
+    def _cancel_event(self, event: ce.ResponseCancel) -> None:
+        run_id = event.response_id or self._default_response
+        run = self._active(run_id) if run_id is not None else None
+        if run is None:
+            raise errors.cancel_not_active()
+        self._cancel(run, "client_cancelled")
+
+    def _cancel(self, run: ResponseRun, reason: str) -> None:
+        self._out.commands.append(CancelResponse(run.id))
+        self._close_message(run, "incomplete")
+        self._close_calls(run, "incomplete")
+        run.move("cancel")
+        run.status_details = {"type": "cancelled", "reason": reason}
+        run.usage = run.usage or Usage()
+        self._finish_response(run)
+
+    def _finish_response(self, run: ResponseRun) -> None:
+        self._emit(se.ResponseDone, response=run.payload())
+        usage = run.usage or Usage()
+        self._tokens_used += usage.input_tokens + usage.output_tokens
+        self._emit(
+            se.RateLimitsUpdated,
+            rate_limits=[
+                {
+                    "name": "tokens",
+                    "limit": 15_000_000,
+                    "remaining": max(0, 15_000_000 - self._tokens_used),
+                    "reset_seconds": 0.001,
+                }
+            ],
+        )
+        del self._responses[run.id]
+        if self._default_response == run.id:
+            self._default_response = None
+            self._arm_idle_timer(run)
+            if self._auto_response_pending:
+                self._auto_response_pending = False
+                self._create_response(ce.ResponseCreateParams())
+
+    def _arm_idle_timer(self, run: ResponseRun) -> None:
+        """Idle timeout counts from ``response.done`` plus the audio still playing (spec §5.10)."""
+        td = self._turn_detection()
+        if not isinstance(td, ServerVad) or td.idle_timeout_ms is None:
+            return
+        audio_ms = sum(
+            len(e.audio.get(0, b"")) // BYTES_PER_MS
+            for item in run.output
+            if item.id is not None and (e := self.conversation.get(item.id)) is not None
+        )
+        self._idle_deadline_ms = self.now_ms + audio_ms + td.idle_timeout_ms
+
+    # ------------------------------------------------------------------ output
+
+    def _emit(self, cls: type[se.ServerEvent], **fields: Any) -> None:
+        self._out.events.append(cls(event_id=self.ids.new("event"), **fields))
+
+
+def semantic_silence_ms(eagerness: str) -> int:
+    """Silence that ends a turn under ``semantic_vad`` until the Smart Turn engine lands.
+
+    The eagerness levels keep their order (high ends turns soonest, low waits longest).
+    """
+    return {"high": 300, "medium": 600, "auto": 600, "low": 1200}.get(eagerness, 600)
