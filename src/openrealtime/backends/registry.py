@@ -1,0 +1,85 @@
+"""Engine names to engine objects: the one place the server chooses implementations.
+
+Heavy imports happen inside each branch, so a server that does not use an engine never imports
+its dependencies (house rule 4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from openrealtime.backends.base import (
+    Engines,
+    LanguageModel,
+    SpeechToText,
+    TextToSpeech,
+    VoiceActivityDetector,
+)
+
+VAD_ENGINES = ("silero", "energy")
+STT_ENGINES = ("fake",)
+LLM_ENGINES = ("fake",)
+TTS_ENGINES = ("fake",)
+
+
+class EngineConfig(Protocol):
+    """The config fields that choose engines (see :class:`openrealtime.config.Config`)."""
+
+    vad: str
+    vad_model_path: str | None
+    stt: str
+    llm: str
+    tts: str
+    cache_dir: str | None
+
+
+def build_vad(config: EngineConfig) -> VoiceActivityDetector:
+    """Create the VAD; Silero's model file is resolved (and fetched once) from the cache."""
+    if config.vad == "silero":
+        from openrealtime.backends.vad_silero import SileroVad
+
+        cache = Path(config.cache_dir) if config.cache_dir else None
+        return SileroVad.from_cache(cache_dir=cache, local_path=config.vad_model_path)
+    if config.vad == "energy":
+        from openrealtime.backends.vad_energy import EnergyVad
+
+        return EnergyVad()
+    raise ValueError(f"unknown VAD engine {config.vad!r}; choose one of {VAD_ENGINES}")
+
+
+def build_stt(config: EngineConfig) -> SpeechToText:
+    """Create the speech-to-text engine."""
+    if config.stt == "fake":
+        from openrealtime.backends.fake import FakeSpeechToText
+
+        return FakeSpeechToText()
+    raise ValueError(f"unknown STT engine {config.stt!r}; choose one of {STT_ENGINES}")
+
+
+def build_llm(config: EngineConfig) -> LanguageModel:
+    """Create the language model engine."""
+    if config.llm == "fake":
+        from openrealtime.backends.fake import FakeLanguageModel
+
+        return FakeLanguageModel()
+    raise ValueError(f"unknown LLM engine {config.llm!r}; choose one of {LLM_ENGINES}")
+
+
+def build_tts(config: EngineConfig) -> TextToSpeech:
+    """Create the text-to-speech engine."""
+    if config.tts == "fake":
+        from openrealtime.backends.fake import FakeTextToSpeech
+
+        return FakeTextToSpeech()
+    raise ValueError(f"unknown TTS engine {config.tts!r}; choose one of {TTS_ENGINES}")
+
+
+def build_engines(config: EngineConfig) -> Engines:
+    """Create every engine the config names; call once at server start-up."""
+    return Engines(
+        vad=build_vad(config),
+        stt=build_stt(config),
+        llm=build_llm(config),
+        tts=build_tts(config),
+    )

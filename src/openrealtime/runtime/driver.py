@@ -1,0 +1,250 @@
+"""The asyncio shell of one session (design.md data flow; websockets ``connection.py``).
+
+One inbox carries client frames and backend results in arrival order; the driver feeds each to
+the core, sends the events it drains, and runs its commands. Every engine task is owned by the
+driver, keyed by what it works for, and cancelled on ``CancelResponse``, on close and on
+disconnect (house rule 8). Outbound events go through a bounded queue; a client that stops
+reading is closed with 1008 after ``outbound_stall_seconds`` (reliability-targets.md check 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from openrealtime.backends.base import Engines, VadStream
+from openrealtime.core import backend_events as be
+from openrealtime.core.commands import (
+    CancelResponse,
+    CloseSession,
+    Command,
+    DetectSpeech,
+    Generate,
+    Transcribe,
+)
+from openrealtime.core.ids import IdFactory, RandomIds
+from openrealtime.core.session import Limits, RealtimeSession
+from openrealtime.logging_setup import SessionLogger
+from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
+from openrealtime.protocol.errors import ProtocolError
+from openrealtime.runtime.pipeline import run_response, run_transcription
+from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
+
+log = logging.getLogger(__name__)
+
+
+class DriverConfig(Protocol):
+    """The settings the driver reads (satisfied by :class:`openrealtime.config.Config`)."""
+
+    session_max_seconds: int
+    outbound_queue_max: int
+    outbound_stall_seconds: float
+
+
+class ServicesLike(Protocol):
+    """Server-wide services shared by sessions."""
+
+    config: Any
+    engines: Engines
+
+
+@dataclass(frozen=True)
+class _Frame:
+    data: str | bytes
+
+
+@dataclass(frozen=True)
+class _Disconnected:
+    pass
+
+
+_Inbox = _Frame | _Disconnected | be.BackendEvent
+
+
+class _Stalled(Exception):
+    """The client has not read its events for too long."""
+
+
+def wall_ms() -> int:
+    """Wall-clock unix time in ms: the only clock the driver gives the core."""
+    return int(time.time() * 1000)
+
+
+class SessionDriver:
+    """Runs one :class:`RealtimeSession` over one :class:`Transport` until either ends."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        request: SessionRequest,
+        services: ServicesLike,
+        *,
+        ids: IdFactory | None = None,
+        defaults: dict[str, Any] | None = None,
+    ) -> None:
+        config = services.config
+        self.transport = transport
+        self.request = request
+        self.engines = services.engines
+        self.session = RealtimeSession(
+            request.kind,
+            request.model,
+            ids=ids or RandomIds(),
+            now_ms=wall_ms(),
+            limits=Limits(max_duration_ms=int(config.session_max_seconds * 1000)),
+            defaults=defaults,
+        )
+        self.log = SessionLogger(log, self.session.id)
+        self._vad: VadStream = self.engines.vad.open_stream()
+        self._inbox: asyncio.Queue[_Inbox] = asyncio.Queue(maxsize=256)
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=config.outbound_queue_max)
+        self._stall_s = float(config.outbound_stall_seconds)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._close: CloseSession | None = None
+
+    async def run(self) -> None:
+        """Serve the session; returns after the client left or the session closed."""
+        self.log.info("session started (%s, model=%s)", self.request.kind, self.request.model)
+        reader = asyncio.create_task(self._read())
+        writer = asyncio.create_task(self._write())
+        try:
+            await self._flush()
+            while self._close is None:
+                item = await self._next()
+                if item is None:
+                    self.session.advance_time(wall_ms())
+                elif isinstance(item, _Disconnected):
+                    break
+                elif isinstance(item, _Frame):
+                    self._on_frame(item.data)
+                else:
+                    self.session.receive_backend_event(item)
+                await self._flush()
+        except _Stalled:
+            self.log.warning("client stopped reading its events; closing with 1008")
+            self._close = CloseSession(1008, "client is not reading events")
+        finally:
+            reader.cancel()
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(reader, *self._tasks.values(), return_exceptions=True)
+            self._tasks.clear()
+            self._vad.close()
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outbox.put_nowait(None)
+            if self._close is not None:
+                # Let queued events reach the client before the close frame.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(writer), timeout=2.0)
+                await self.transport.close(self._close.code, self._close.reason)
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            self.log.info("session ended")
+
+    # ---------------------------------------------------------------- input
+
+    async def _next(self) -> _Inbox | None:
+        deadline = self.session.next_deadline_ms()
+        if deadline is None:
+            return await self._inbox.get()
+        timeout = max(0.0, (deadline - wall_ms()) / 1000)
+        try:
+            return await asyncio.wait_for(self._inbox.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def _read(self) -> None:
+        while True:
+            data = await self.transport.receive()
+            if data is None:
+                await self._inbox.put(_Disconnected())
+                return
+            await self._inbox.put(_Frame(data))
+
+    def _on_frame(self, data: str | bytes) -> None:
+        self.session.advance_time(wall_ms())
+        try:
+            event = parse_client_event(data)
+        except ProtocolError as exc:
+            self.session.receive_error(exc, client_event_id(data))
+            return
+        self.session.receive_client_event(event)
+
+    async def _emit_backend(self, event: be.BackendEvent) -> None:
+        await self._inbox.put(event)
+
+    # ---------------------------------------------------------------- output
+
+    async def _flush(self) -> None:
+        """Send drained events and run drained commands until the core has nothing more."""
+        while True:
+            out = self.session.drain()
+            if not out.events and not out.commands:
+                return
+            for event in out.events:
+                await self._send(dump_event(event))
+            for command in out.commands:
+                self._run(command)
+
+    async def _send(self, text: str) -> None:
+        try:
+            await asyncio.wait_for(self._outbox.put(text), timeout=self._stall_s)
+        except TimeoutError:
+            raise _Stalled() from None
+
+    async def _write(self) -> None:
+        while True:
+            text = await self._outbox.get()
+            if text is None:
+                return
+            try:
+                await self.transport.send_text(text)
+            except TransportClosed:
+                await self._inbox.put(_Disconnected())
+                return
+
+    def _run(self, command: Command) -> None:
+        match command:
+            case DetectSpeech():
+                probs = self._vad.feed(command.pcm16)
+                if probs:
+                    self.session.receive_backend_event(
+                        be.SpeechProbabilities(tuple(probs), self._vad.frame_samples)
+                    )
+            case Transcribe():
+                self._spawn(
+                    f"stt:{command.item_id}",
+                    run_transcription(command, self.engines, self._emit_backend),
+                )
+            case Generate():
+                self._spawn(
+                    command.response_id, run_response(command, self.engines, self._emit_backend)
+                )
+            case CancelResponse():
+                task = self._tasks.pop(command.response_id, None)
+                if task is not None:
+                    task.cancel()
+            case CloseSession():
+                self._close = command
+
+    def _spawn(self, key: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks[key] = task
+        task.add_done_callback(functools.partial(self._forget, key))
+
+    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+
+
+async def run_session(
+    transport: Transport, request: SessionRequest, services: ServicesLike
+) -> None:
+    """Serve one Realtime session on an accepted transport (called by each transport)."""
+    await SessionDriver(transport, request, services).run()

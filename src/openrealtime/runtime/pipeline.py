@@ -1,0 +1,159 @@
+"""What the driver runs for commands: transcription and the LLM -> clause -> TTS pipeline.
+
+Each function streams results into ``emit`` as backend events; the session decides what they
+become on the wire. Engine failures are mapped to ``*Failed`` events here, at one boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from openrealtime.audio.pcm import SESSION_RATE
+from openrealtime.audio.resample import StreamResampler, resample
+from openrealtime.backends.base import (
+    Engines,
+    GenerationDone,
+    GenerationRequest,
+    SynthesisRequest,
+    TextChunk,
+    ToolCallArguments,
+    ToolCallStart,
+    TranscriptDelta,
+    TranscriptFinal,
+    TranscriptionRequest,
+)
+from openrealtime.backends.errors import BackendError
+from openrealtime.core import backend_events as be
+from openrealtime.core.commands import Generate, Transcribe
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[be.BackendEvent], Awaitable[None]]
+
+_CLAUSE_END = re.compile(r"[.!?;:,\n](?=\s)")
+
+
+class ClauseChunker:
+    """Splits streamed text at clause ends, so speech can start before the sentence is done.
+
+    A clause is cut at ``. ! ? ; : ,`` followed by whitespace, once it holds at least
+    ``min_chars`` characters (short fragments like "Hi," would sound choppy on their own).
+    """
+
+    def __init__(self, min_chars: int = 12) -> None:
+        self.min_chars = min_chars
+        self._pending = ""
+
+    def push(self, text: str) -> list[str]:
+        """Add text; return the clauses now complete."""
+        self._pending += text
+        out: list[str] = []
+        start = 0
+        for match in _CLAUSE_END.finditer(self._pending):
+            end = match.end()
+            if len(self._pending[start:end].strip()) >= self.min_chars:
+                out.append(self._pending[start:end])
+                start = end
+        self._pending = self._pending[start:]
+        return out
+
+    def flush(self) -> list[str]:
+        """Return whatever is left as a last clause."""
+        rest, self._pending = self._pending, ""
+        return [rest] if rest.strip() else []
+
+
+async def run_transcription(command: Transcribe, engines: Engines, emit: Emit) -> None:
+    """Transcribe one user item; always ends with Completed or Failed."""
+    stt = engines.stt
+    pcm = resample(command.pcm16, SESSION_RATE, stt.sample_rate)
+    request = TranscriptionRequest(
+        pcm16=pcm,
+        sample_rate=stt.sample_rate,
+        model=command.model,
+        language=command.language,
+        prompt=command.prompt,
+    )
+    try:
+        final: TranscriptFinal | None = None
+        async for event in stt.transcribe(request):
+            if isinstance(event, TranscriptDelta):
+                await emit(be.TranscriptionDelta(command.item_id, event.text))
+            else:
+                final = event
+        if final is None:
+            raise BackendError("the STT engine returned no final transcript")
+        await emit(be.TranscriptionCompleted(command.item_id, final.text, final.audio_seconds))
+    except BackendError as exc:
+        await emit(be.TranscriptionFailed(command.item_id, exc.code, exc.message))
+    except Exception as exc:  # an engine bug must not kill the session
+        log.exception("transcription engine crashed")
+        await emit(be.TranscriptionFailed(command.item_id, "server_error", str(exc) or repr(exc)))
+
+
+async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
+    """Generate one response: LLM text (spoken clause by clause in audio mode) and tool calls.
+
+    Always ends with :class:`~openrealtime.core.backend_events.ResponseGenerated` or
+    :class:`~openrealtime.core.backend_events.ResponseFailed`, unless cancelled.
+    """
+    rid = command.response_id
+    request = GenerationRequest(
+        messages=command.messages,
+        tools=command.tools,
+        tool_choice=command.tool_choice,
+        max_output_tokens=command.max_output_tokens,
+        session_key=command.session_key,
+    )
+    chunker = ClauseChunker()
+    speak = command.modality == "audio"
+
+    async def say(clauses: list[str]) -> None:
+        for clause in clauses:
+            await emit(be.ResponseText(rid, clause))
+            await _synthesize(clause, command, engines, emit)
+
+    try:
+        done: GenerationDone | None = None
+        async for event in engines.llm.generate(request):
+            match event:
+                case TextChunk():
+                    if speak:
+                        await say(chunker.push(event.text))
+                    else:
+                        await emit(be.ResponseText(rid, event.text))
+                case ToolCallStart():
+                    await say(chunker.flush())
+                    await emit(be.ResponseToolCall(rid, event.index, event.name))
+                case ToolCallArguments():
+                    await emit(be.ResponseToolArguments(rid, event.index, event.delta))
+                case GenerationDone():
+                    done = event
+        if done is None:
+            raise BackendError("the LLM engine ended without finishing its answer")
+        await say(chunker.flush())
+        await emit(
+            be.ResponseGenerated(
+                rid, done.finish_reason, done.input_tokens, done.output_tokens, done.cached_tokens
+            )
+        )
+    except BackendError as exc:
+        await emit(be.ResponseFailed(rid, exc.code, exc.message))
+    except Exception as exc:  # an engine bug must not kill the session
+        log.exception("response engine crashed")
+        await emit(be.ResponseFailed(rid, "server_error", str(exc) or repr(exc)))
+
+
+async def _synthesize(text: str, command: Generate, engines: Engines, emit: Emit) -> None:
+    tts = engines.tts
+    resampler = StreamResampler(tts.sample_rate, SESSION_RATE)
+    request = SynthesisRequest(text=text.strip(), voice=command.voice, speed=command.speed)
+    async for pcm in tts.synthesize(request):
+        out = resampler.process(pcm)
+        if out:
+            await emit(be.ResponseAudio(command.response_id, out))
+    tail = resampler.flush()
+    if tail:
+        await emit(be.ResponseAudio(command.response_id, tail))
