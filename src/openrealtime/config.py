@@ -134,9 +134,7 @@ class Config:
         for name, choices in _FIELD_CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
-                raise ValueError(
-                    f"{name} must be one of {', '.join(choices)}; got {value!r}"
-                )
+                raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535; got {self.port}")
         if any(not key or key != key.strip() for key in self.api_keys):

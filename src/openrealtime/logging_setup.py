@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 LOGGER_NAME = "openrealtime"
 """Root of every logger in this package."""
@@ -45,7 +46,9 @@ def redact(key: str | None) -> str:
 def configure_logging(level: str | int = "info") -> logging.Logger:
     """Send this package's logs to stderr at ``level``; call once at start-up (idempotent).
 
-    uvicorn configures its own loggers; this only touches the ``openrealtime`` logger tree.
+    uvicorn configures its own loggers; this only touches the ``openrealtime`` logger: its level
+    and one stderr handler. Records still propagate to the root logger (which has no handler
+    unless the embedding application added one).
 
     Args:
         level: a level name (``"info"``, ``"debug"``, ``"trace"``...) or number.
@@ -59,12 +62,26 @@ def configure_logging(level: str | int = "info") -> logging.Logger:
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(_level_number(level))
     if not any(getattr(h, _HANDLER_MARK, False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(_FORMAT))
         setattr(handler, _HANDLER_MARK, True)
         logger.addHandler(handler)
-    logger.propagate = False
     return logger
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is at emit time (survives stream swaps in tests)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
 
 
 def _level_number(level: str | int) -> int:

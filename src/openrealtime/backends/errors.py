@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class BackendError(Exception):
-    """An engine failed; the runtime turns it into ``response.done`` failed or a failed transcription.
+    """An engine failed; becomes ``response.done`` failed or a failed transcription.
 
     Attributes:
         code: a short machine-readable reason, used as ``error.code`` on the wire.

@@ -7,7 +7,6 @@ its dependencies (house rule 4).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 from openrealtime.backends.base import (
     Engines,
@@ -16,25 +15,14 @@ from openrealtime.backends.base import (
     TextToSpeech,
     VoiceActivityDetector,
 )
-
-VAD_ENGINES = ("silero", "energy")
-STT_ENGINES = ("fake",)
-LLM_ENGINES = ("fake",)
-TTS_ENGINES = ("fake",)
-
-
-class EngineConfig(Protocol):
-    """The config fields that choose engines (see :class:`openrealtime.config.Config`)."""
-
-    vad: str
-    vad_model_path: str | None
-    stt: str
-    llm: str
-    tts: str
-    cache_dir: str | None
+from openrealtime.config import LLM_CHOICES as LLM_ENGINES
+from openrealtime.config import STT_CHOICES as STT_ENGINES
+from openrealtime.config import TTS_CHOICES as TTS_ENGINES
+from openrealtime.config import VAD_CHOICES as VAD_ENGINES
+from openrealtime.config import Config
 
 
-def build_vad(config: EngineConfig) -> VoiceActivityDetector:
+def build_vad(config: Config) -> VoiceActivityDetector:
     """Create the VAD; Silero's model file is resolved (and fetched once) from the cache."""
     if config.vad == "silero":
         from openrealtime.backends.vad_silero import SileroVad
@@ -48,7 +36,7 @@ def build_vad(config: EngineConfig) -> VoiceActivityDetector:
     raise ValueError(f"unknown VAD engine {config.vad!r}; choose one of {VAD_ENGINES}")
 
 
-def build_stt(config: EngineConfig) -> SpeechToText:
+def build_stt(config: Config) -> SpeechToText:
     """Create the speech-to-text engine."""
     if config.stt == "fake":
         from openrealtime.backends.fake import FakeSpeechToText
@@ -57,7 +45,7 @@ def build_stt(config: EngineConfig) -> SpeechToText:
     raise ValueError(f"unknown STT engine {config.stt!r}; choose one of {STT_ENGINES}")
 
 
-def build_llm(config: EngineConfig) -> LanguageModel:
+def build_llm(config: Config) -> LanguageModel:
     """Create the language model engine."""
     if config.llm == "fake":
         from openrealtime.backends.fake import FakeLanguageModel
@@ -66,7 +54,7 @@ def build_llm(config: EngineConfig) -> LanguageModel:
     raise ValueError(f"unknown LLM engine {config.llm!r}; choose one of {LLM_ENGINES}")
 
 
-def build_tts(config: EngineConfig) -> TextToSpeech:
+def build_tts(config: Config) -> TextToSpeech:
     """Create the text-to-speech engine."""
     if config.tts == "fake":
         from openrealtime.backends.fake import FakeTextToSpeech
@@ -75,7 +63,7 @@ def build_tts(config: EngineConfig) -> TextToSpeech:
     raise ValueError(f"unknown TTS engine {config.tts!r}; choose one of {TTS_ENGINES}")
 
 
-def build_engines(config: EngineConfig) -> Engines:
+def build_engines(config: Config) -> Engines:
     """Create every engine the config names; call once at server start-up."""
     return Engines(
         vad=build_vad(config),

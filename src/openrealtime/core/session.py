@@ -99,11 +99,12 @@ class RealtimeSession:
         now_ms: int,
         limits: Limits | None = None,
         defaults: dict[str, Any] | None = None,
+        session_id: str | None = None,
     ) -> None:
         self.kind = kind
         self.ids = ids
         self.limits = limits or Limits()
-        self.id = ids.new("sess")
+        self.id = session_id or ids.new("sess")
         self.conversation_id = ids.new("conv")
         self.state = SessionState.OPEN
         self.now_ms = now_ms

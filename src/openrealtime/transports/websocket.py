@@ -1,0 +1,525 @@
+"""The ``/v1/realtime`` WebSocket route (spec §1.1) and a :class:`Transport` over Starlette.
+
+The route accepts the upgrade first, like the live service, then checks in this order: the beta
+shape (``OpenAI-Beta: realtime=v1``), authentication, and the query (exactly one of ``model``,
+``intent=transcription``, ``call_id``). A failed check is answered with one ``error`` event
+(spec §6.1) in one text frame, then a close (3000 for auth, 4000 for the request shape). A good
+handshake hands a :class:`StarletteWebSocketTransport` and a
+:class:`~openrealtime.transports.base.SessionRequest` to the session runner.
+
+This module is a shell (design.md house rule 3): it translates the handshake and frames; it
+decides nothing about the session itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import secrets
+import string
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from starlette.datastructures import Headers, QueryParams
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from openrealtime.logging_setup import SessionLogger, redact
+from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from openrealtime.app import Services
+    from openrealtime.config import Config
+
+__all__ = [
+    "BETA_SUBPROTOCOL",
+    "CLOSE_AUTH",
+    "CLOSE_INTERNAL",
+    "CLOSE_POLICY",
+    "CLOSE_REQUEST",
+    "KEY_SUBPROTOCOL_PREFIX",
+    "REALTIME_PATH",
+    "REALTIME_SUBPROTOCOL",
+    "HandshakeRejection",
+    "SessionRunner",
+    "StarletteWebSocketTransport",
+    "check_handshake",
+    "new_event_id",
+    "realtime_websocket_endpoint",
+    "register_websocket_routes",
+]
+
+_log = logging.getLogger(__name__)
+
+REALTIME_PATH = "/v1/realtime"
+"""Where clients connect (openai-python maps ``base_url`` ``…/v1`` to ``ws://…/v1/realtime``)."""
+
+REALTIME_SUBPROTOCOL = "realtime"
+"""Browsers offer it first; the server must select it or the browser fails the connection."""
+
+KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
+"""Browsers send their key as a subprotocol with this prefix; it is never echoed."""
+
+BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
+"""The beta clients' subprotocol; rejected like the ``OpenAI-Beta`` header."""
+
+CLOSE_AUTH = 3000
+"""Close code after an authentication error (spec §1.1, live)."""
+
+CLOSE_REQUEST = 4000
+"""Close code after a request-shape error: beta header, model, query (spec §1.1, live)."""
+
+CLOSE_POLICY = 1008
+"""Close code for a client that stopped reading (reliability-targets.md §5)."""
+
+CLOSE_INTERNAL = 1011
+"""Close code when the server itself failed."""
+
+_MAX_REASON_BYTES = 123
+"""RFC 6455 §5.5: a close frame's reason fits in 123 bytes."""
+
+_BASE62 = string.ascii_letters + string.digits
+_ID_LEN = 21
+
+_MISSING_AUTH = "Missing bearer or basic authentication in header"
+_MISSING_MODEL = (
+    "You must provide a model parameter, for example "
+    "wss://api.openai.com/v1/realtime?model=gpt-realtime-1.5"
+)
+_BETA_DISABLED = (
+    "The Realtime API beta shape is disabled: remove the 'OpenAI-Beta: realtime=v1' header "
+    "(or the 'openai-beta.realtime-v1' subprotocol) and use the GA interface."
+)
+
+
+def new_event_id() -> str:
+    """Return a fresh server event id, ``event_`` plus 21 base62 characters (spec §2.1)."""
+    return "event_" + "".join(secrets.choice(_BASE62) for _ in range(_ID_LEN))
+
+
+def _new_session_label() -> str:
+    return "sess_" + "".join(secrets.choice(_BASE62) for _ in range(_ID_LEN))
+
+
+def _error_event_json(
+    code: str | None,
+    message: str,
+    *,
+    param: str | None = None,
+    error_type: str = "invalid_request_error",
+) -> str:
+    """One ``error`` server event (spec §6.1) as JSON; local until protocol/errors lands."""
+    event = {
+        "type": "error",
+        "event_id": new_event_id(),
+        "error": {
+            "type": error_type,
+            "code": code,
+            "message": message,
+            "param": param,
+            "event_id": None,
+        },
+    }
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def _truncate_reason(reason: str) -> str:
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= _MAX_REASON_BYTES:
+        return reason
+    return encoded[:_MAX_REASON_BYTES].decode("utf-8", errors="ignore")
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class StarletteWebSocketTransport(Transport):
+    """A :class:`~openrealtime.transports.base.Transport` over an accepted Starlette WebSocket.
+
+    Create one per accepted connection and hand it to the session runner. ``receive`` returns
+    text or bytes, then ``None`` forever once the peer is gone; ``send_text`` raises
+    :class:`TransportClosed` once the socket is closed (by either side); ``close`` is
+    idempotent and never raises.
+
+    Args:
+        websocket: an accepted WebSocket.
+        send_timeout: if set, a ``send_text`` that cannot hand its frame to the socket for this
+            many seconds means the client stopped reading (the socket's buffers are full): the
+            transport closes with 1008 and raises :class:`TransportClosed`
+            (``Config.outbound_stall_seconds``).
+        close_timeout: the most seconds ``close`` waits to hand its close frame to the socket.
+    """
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        send_timeout: float | None = None,
+        close_timeout: float = 1.0,
+    ) -> None:
+        self._ws = websocket
+        self._send_timeout = send_timeout
+        self._close_timeout = close_timeout
+        self._closed = False
+        self._peer_gone = False
+        self.peer_close_code: int | None = None
+        """The close code the peer sent (or 1005/1006 from the server), once it is gone."""
+        self.close_code: int | None = None
+        """The close code this side sent, if it closed first."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket is closed (by this side or the peer)."""
+        return self._closed
+
+    async def receive(self) -> str | bytes | None:
+        """Return the next client message, or ``None`` once the peer closed or the socket died.
+
+        Returns:
+            A text frame as ``str``, a binary frame as ``bytes``, or ``None`` at the end.
+        """
+        while not self._peer_gone:
+            try:
+                message = await self._ws.receive()
+            except (RuntimeError, OSError):
+                # Starlette's WebSocketDisconnected (a RuntimeError) after a disconnect.
+                self._peer_gone = True
+                self._closed = True
+                break
+            if message["type"] == "websocket.disconnect":
+                self._peer_gone = True
+                self._closed = True
+                self.peer_close_code = cast(int | None, message.get("code"))
+                break
+            text = message.get("text")
+            if text is not None:
+                return cast(str, text)
+            data = message.get("bytes")
+            if data is not None:
+                return cast(bytes, data)
+        return None
+
+    async def send_text(self, text: str) -> None:
+        """Send one server event (already JSON) as one text frame; awaits socket backpressure.
+
+        Args:
+            text: the event's JSON.
+
+        Raises:
+            TransportClosed: the socket is closed, or the client stopped reading for longer
+                than ``send_timeout`` (the socket is then closed with 1008).
+        """
+        if self._closed:
+            raise TransportClosed("the WebSocket is closed")
+        try:
+            if self._send_timeout is None:
+                await self._ws.send_text(text)
+            else:
+                async with asyncio.timeout(self._send_timeout):
+                    await self._ws.send_text(text)
+        except TimeoutError:
+            _log.warning(
+                "client read nothing for %.1f s; closing with %d", self._send_timeout, CLOSE_POLICY
+            )
+            await self.close(CLOSE_POLICY, "client is not reading")
+            raise TransportClosed("the client stopped reading") from None
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            # WebSocketDisconnect: lost mid-send; RuntimeError (incl. Starlette's
+            # WebSocketDisconnected): already closed; OSError: uvicorn's ClientDisconnected.
+            self._closed = True
+            raise TransportClosed("the WebSocket is closed") from exc
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close with a WebSocket close code; a no-op once closed by either side.
+
+        Args:
+            code: the close code (1000 normal, 3000 auth, 4000 request shape, 1008 policy...).
+            reason: a short reason (truncated to 123 bytes).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.close_code = code
+        if self._ws.application_state != WebSocketState.CONNECTED:
+            return
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                await self._ws.close(code, _truncate_reason(reason))
+        except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+            # The peer is gone or not reading; the server drops the connection when the app ends.
+            pass
+
+
+# --------------------------------------------------------------------------- handshake
+
+
+@dataclass(frozen=True)
+class HandshakeRejection:
+    """Why a connection is refused: one ``error`` event (spec §6.1), then a close (spec §1.1)."""
+
+    code: str | None
+    """``error.code``, e.g. ``"invalid_api_key"`` (``None`` for missing auth, as live)."""
+    message: str
+    """``error.message``."""
+    close_code: int
+    """3000 (auth) or 4000 (request shape)."""
+    close_reason: str
+    """E.g. ``"invalid_request_error.invalid_api_key"``."""
+    param: str | None = None
+    """``error.param``."""
+
+    def event_json(self) -> str:
+        """Return the ``error`` event to send before closing."""
+        return _error_event_json(self.code, self.message, param=self.param)
+
+
+def _request_error(code: str, message: str, param: str | None = None) -> HandshakeRejection:
+    return HandshakeRejection(
+        code=code,
+        message=message,
+        close_code=CLOSE_REQUEST,
+        close_reason=f"invalid_request_error.{code}",
+        param=param,
+    )
+
+
+def _is_beta(headers: Headers, subprotocols: Sequence[str]) -> bool:
+    if BETA_SUBPROTOCOL in subprotocols:
+        return True
+    for value in headers.getlist("openai-beta"):
+        for token in value.split(","):
+            if token.strip().lower() == "realtime=v1":
+                return True
+    return False
+
+
+def _presented_key(headers: Headers, subprotocols: Sequence[str]) -> str | None:
+    """The key from ``Authorization`` (Bearer, or Basic with the key as password) or subprotocol."""
+    authorization = headers.get("authorization", "").strip()
+    scheme, _, credentials = authorization.partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
+    if scheme.lower() == "basic" and credentials:
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        password = decoded.partition(":")[2]
+        if password:
+            return password
+    for protocol in subprotocols:
+        if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
+            key = protocol[len(KEY_SUBPROTOCOL_PREFIX) :]
+            if key:
+                return key
+    return None
+
+
+def check_auth(
+    config: Config, headers: Headers, subprotocols: Sequence[str]
+) -> HandshakeRejection | None:
+    """Check the client's key (spec §1.1 "Auth"); ``None`` when it may proceed.
+
+    Args:
+        config: the server config (no ``api_keys`` means authentication is off).
+        headers: the upgrade request's headers.
+        subprotocols: the offered subprotocols.
+
+    Returns:
+        ``None`` when authenticated (or auth is off), else the rejection to send.
+    """
+    if not config.auth_enabled:
+        return None
+    key = _presented_key(headers, subprotocols)
+    if key is None:
+        return HandshakeRejection(
+            code=None,
+            message=_MISSING_AUTH,
+            close_code=CLOSE_AUTH,
+            close_reason="invalid_request_error",
+        )
+    if not config.is_valid_key(key):
+        return HandshakeRejection(
+            code="invalid_api_key",
+            message=(
+                f"Incorrect API key provided: {redact(key)}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys."
+            ),
+            close_code=CLOSE_AUTH,
+            close_reason="invalid_request_error.invalid_api_key",
+        )
+    return None
+
+
+def _check_query(config: Config, query: QueryParams) -> SessionRequest | HandshakeRejection:
+    given = [name for name in ("model", "intent", "call_id") for v in query.getlist(name) if v]
+    if not given:
+        return _request_error("missing_model", _MISSING_MODEL)
+    if len(given) > 1:
+        names = " and ".join(f"'{name}'" for name in given)
+        return _request_error(
+            "invalid_value",
+            "Provide exactly one of the 'model', 'intent' or 'call_id' query parameters; "
+            f"got {names}.",
+        )
+    label = _new_session_label()
+    match given[0]:
+        case "model":
+            model = query["model"]
+            if not config.model_allowed(model):
+                supported = ", ".join(config.models)
+                return _request_error(
+                    "invalid_model",
+                    f'Model "{model}" is not supported in realtime mode. '
+                    f"Supported models: {supported}.",
+                )
+            return SessionRequest(kind="realtime", model=model, session_label=label)
+        case "intent":
+            intent = query["intent"]
+            if intent != "transcription":
+                return _request_error(
+                    "invalid_value",
+                    f"Invalid value: '{intent}'. Supported values are: 'transcription'.",
+                    param="intent",
+                )
+            return SessionRequest(kind="transcription", model="", session_label=label)
+        case _:
+            call_id = query["call_id"]
+            return _request_error("call_not_found", f"No active call with id '{call_id}'.")
+
+
+def check_handshake(
+    config: Config, headers: Headers, subprotocols: Sequence[str], query: QueryParams
+) -> SessionRequest | HandshakeRejection:
+    """Decide what an accepted upgrade asked for (spec §1.1), in the live service's order.
+
+    Order: beta shape (close 4000), then auth (close 3000), then the query (close 4000).
+
+    Args:
+        config: the server config.
+        headers: the upgrade request's headers.
+        subprotocols: the offered subprotocols.
+        query: the URL's query parameters.
+
+    Returns:
+        The session to run, or the rejection to send.
+    """
+    if _is_beta(headers, subprotocols):
+        return _request_error("beta_api_shape_disabled", _BETA_DISABLED)
+    rejection = check_auth(config, headers, subprotocols)
+    if rejection is not None:
+        return rejection
+    return _check_query(config, query)
+
+
+# --------------------------------------------------------------------------- route
+
+
+class SessionRunner(Protocol):
+    """Runs one session until it ends; ``openrealtime.runtime.driver.run_session`` by default.
+
+    Tests inject another through ``app.state.session_runner``.
+    """
+
+    def __call__(
+        self, transport: Transport, request: SessionRequest, services: Services, /
+    ) -> Awaitable[None]:
+        """Run the session over ``transport``; return when it is over (the route then closes)."""
+        ...
+
+
+def _session_runner(app: Any) -> SessionRunner:
+    runner = getattr(app.state, "session_runner", None)
+    if runner is not None:
+        return cast(SessionRunner, runner)
+    from openrealtime.runtime.driver import run_session
+
+    return run_session
+
+
+async def realtime_websocket_endpoint(websocket: WebSocket) -> None:
+    """Serve one ``/v1/realtime`` connection: handshake (spec §1.1), then run the session.
+
+    Registered by :func:`register_websocket_routes`; reads ``app.state.services`` (set by the
+    app's lifespan) and ``app.state.session_runner`` (optional).
+
+    Args:
+        websocket: the incoming (not yet accepted) WebSocket.
+    """
+    offered: list[str] = list(websocket.scope.get("subprotocols", []))
+    selected = REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None
+    try:
+        await websocket.accept(subprotocol=selected)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return  # the client left during the upgrade
+
+    services: Services | None = getattr(websocket.app.state, "services", None)
+    if services is None:
+        transport = StarletteWebSocketTransport(websocket)
+        _log.error("no services on app.state (did the lifespan run?); refusing the connection")
+        await _reject(
+            transport,
+            _error_event_json(None, "The server is not ready.", error_type="server_error"),
+            CLOSE_INTERNAL,
+            "server_error",
+        )
+        return
+
+    config = services.config
+    transport = StarletteWebSocketTransport(websocket, send_timeout=config.outbound_stall_seconds)
+    result = check_handshake(config, websocket.headers, offered, websocket.query_params)
+    if isinstance(result, HandshakeRejection):
+        _log.info(
+            "refused %s: %s (close %d)", _client(websocket), result.close_reason, result.close_code
+        )
+        await _reject(transport, result.event_json(), result.close_code, result.close_reason)
+        return
+
+    log = SessionLogger(_log, result.session_label)
+    log.info("%s session for %s, model %r", result.kind, _client(websocket), result.model)
+    try:
+        runner = _session_runner(websocket.app)
+        await runner(transport, result, services)
+    except TransportClosed:
+        pass
+    except Exception:
+        log.exception("session failed")
+        await transport.close(CLOSE_INTERNAL, "internal error")
+    finally:
+        await transport.close(1000)
+        log.info(
+            "session ended (server close %s, client close %s)",
+            transport.close_code,
+            transport.peer_close_code,
+        )
+
+
+async def _reject(
+    transport: StarletteWebSocketTransport, event_json: str, code: int, reason: str
+) -> None:
+    try:
+        await transport.send_text(event_json)
+    except TransportClosed:
+        return
+    await transport.close(code, reason)
+
+
+def _client(websocket: WebSocket) -> str:
+    client = websocket.client
+    return f"{client.host}:{client.port}" if client is not None else "unknown client"
+
+
+def register_websocket_routes(app: FastAPI, *, path: str = REALTIME_PATH) -> None:
+    """Add the Realtime WebSocket route to ``app``; call from the app factory.
+
+    Args:
+        app: the FastAPI app; its ``state.services`` must be set before connections arrive.
+        path: the route path (spec §1.1: ``/v1/realtime``).
+    """
+    app.add_api_websocket_route(path, realtime_websocket_endpoint, name="realtime")
