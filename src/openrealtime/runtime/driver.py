@@ -33,6 +33,8 @@ from openrealtime.core.session import Limits, RealtimeSession
 from openrealtime.logging_setup import SessionLogger
 from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
 from openrealtime.protocol.errors import ProtocolError
+from openrealtime.protocol.server_events import ResponseOutputAudioDelta
+from openrealtime.runtime.outbox import Frame, Outbox
 from openrealtime.runtime.pipeline import run_response, run_transcription
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
 
@@ -111,7 +113,7 @@ class SessionDriver:
         self.log = SessionLogger(log, self.session.id)
         self._vad: VadStream = self.engines.vad.open_stream()
         self._inbox: asyncio.Queue[_Inbox] = asyncio.Queue(maxsize=256)
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=config.outbound_queue_max)
+        self._outbox = Outbox(config.outbound_queue_max)
         self._stall_s = float(config.outbound_stall_seconds)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._close: CloseSession | None = None
@@ -144,8 +146,7 @@ class SessionDriver:
             await asyncio.gather(reader, *self._tasks.values(), return_exceptions=True)
             self._tasks.clear()
             self._vad.close()
-            with contextlib.suppress(asyncio.QueueFull):
-                self._outbox.put_nowait(None)
+            self._outbox.end()
             if self._close is not None:
                 # Let queued events reach the client before the close frame.
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -196,23 +197,26 @@ class SessionDriver:
             if not out.events and not out.commands:
                 return
             for event in out.events:
-                await self._send(dump_event(event))
+                audio_of = (
+                    event.response_id if isinstance(event, ResponseOutputAudioDelta) else None
+                )
+                await self._send(Frame(dump_event(event), audio_of))
             for command in out.commands:
                 self._run(command)
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, frame: Frame) -> None:
         try:
-            await asyncio.wait_for(self._outbox.put(text), timeout=self._stall_s)
+            await asyncio.wait_for(self._outbox.put(frame), timeout=self._stall_s)
         except TimeoutError:
             raise _Stalled() from None
 
     async def _write(self) -> None:
         while True:
-            text = await self._outbox.get()
-            if text is None:
+            frame = await self._outbox.get()
+            if frame is None:
                 return
             try:
-                await self.transport.send_text(text)
+                await self.transport.send_text(frame.text)
             except TransportClosed:
                 await self._inbox.put(_Disconnected())
                 return
@@ -238,6 +242,10 @@ class SessionDriver:
                 task = self._tasks.pop(command.response_id, None)
                 if task is not None:
                     task.cancel()
+                dropped = self._outbox.discard_audio(command.response_id)
+                self.log.debug(
+                    "cancelled %s; dropped %d queued audio frames", command.response_id, dropped
+                )
             case CloseSession():
                 self._close = command
 
