@@ -29,9 +29,7 @@ RATE = 24_000
 FRAME = 768
 """Samples per VAD probability (Silero's 32 ms frame at 24 kHz)."""
 
-ORACLE: TypeAdapter[Any] = TypeAdapter(
-    Annotated[RealtimeServerEvent, Field(discriminator="type")]
-)
+ORACLE: TypeAdapter[Any] = TypeAdapter(Annotated[RealtimeServerEvent, Field(discriminator="type")])
 
 
 def check_event(event: dict[str, Any]) -> None:

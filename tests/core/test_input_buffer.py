@@ -7,7 +7,7 @@ import pytest
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import DetectSpeech, Generate, Transcribe
 from openrealtime.core.session import Limits
-from tests.core.sim import Sim, b64, pcm, types
+from tests.core.sim import Sim, pcm, types
 
 NO_VAD = {"audio": {"input": {"turn_detection": None}}}
 

@@ -173,7 +173,11 @@ def test_update_with_a_new_type_replaces_the_object() -> None:
     [
         ({"instructions": ""}, ("instructions",), ""),
         ({"tools": []}, ("tools",), []),
-        ({"audio": {"input": {"turn_detection": None}}}, ("audio", "input", "turn_detection"), None),
+        (
+            {"audio": {"input": {"turn_detection": None}}},
+            ("audio", "input", "turn_detection"),
+            None,
+        ),
         ({"audio": {"input": {"transcription": None}}}, ("audio", "input", "transcription"), None),
         (
             {"audio": {"input": {"noise_reduction": None}}},
@@ -332,7 +336,10 @@ def test_voice_change_after_audio_is_an_error() -> None:
     sim = Sim()
     _audio_response(sim)
     sim.send(
-        {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": "marin"}}}}
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"output": {"voice": "marin"}}},
+        }
     )
     error = sim.error()
     assert error["code"] == "cannot_update_voice"

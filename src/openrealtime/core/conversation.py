@@ -114,6 +114,11 @@ class Conversation:
         self._by_id[item_id] = entry
         return self._entries[index - 1].item.id if index > 0 else None
 
+    def previous_id(self, item_id: str) -> str | None:
+        """The id of the item just before ``item_id`` (None at the start)."""
+        index = self._entries.index(self._by_id[item_id])
+        return self._entries[index - 1].item.id if index > 0 else None
+
     def replace(self, item_id: str, item: AnyItem) -> None:
         """Swap in an updated copy of an item (items are immutable models)."""
         self._by_id[item_id].item = item

@@ -94,6 +94,9 @@ class ResponseRun:
     status_details: dict[str, Any] | None = None
     pending_generate: Any = None
     """The Generate command to emit once ``waiting_for`` empties."""
+    pending_context: Any = None
+    """``(system messages, entries)`` rendered into that command's messages when it is emitted;
+    entries ``None`` means the whole default conversation as it is then."""
 
     @property
     def in_conversation(self) -> bool:

@@ -668,12 +668,12 @@ class RealtimeSession:
         in_conversation = params.conversation != "none"
         if in_conversation and self._default_response is not None:
             raise errors.active_response(self._default_response)
-        context, waiting = self._response_context(params)
+        entries, waiting = self._response_context(params)
         instructions = (
             params.instructions if params.instructions is not None else config.instructions
         )
-        messages = [ChatMessage("system", instructions)] if instructions else []
-        messages += context
+        head = [ChatMessage("system", instructions)] if instructions else []
+        messages = head + [m for e in entries if (m := entry_message(e)) is not None]
         modality = (params.output_modalities or config.output_modalities)[0]
         out_audio = params.audio.output if params.audio and params.audio.output else None
         voice_value = (
@@ -702,6 +702,9 @@ class RealtimeSession:
             metadata=params.metadata,
             waiting_for=waiting,
         )
+        # The context is rendered again when generation starts, once transcripts are known:
+        # the whole conversation as it is then, or the same explicit input entries.
+        run.pending_context = (head, None if in_conversation and params.input is None else entries)
         run.pending_generate = Generate(
             response_id=run.id,
             messages=tuple(messages),
@@ -721,10 +724,8 @@ class RealtimeSession:
         if not run.waiting_for:
             self._start_generation(run)
 
-    def _response_context(
-        self, params: ce.ResponseCreateParams
-    ) -> tuple[list[ChatMessage], set[str]]:
-        """The chat context of a response and the user items still being transcribed."""
+    def _response_context(self, params: ce.ResponseCreateParams) -> tuple[list[Entry], set[str]]:
+        """The context entries of a response and the user items still being transcribed."""
         if params.input is None:
             entries = self.conversation.entries()
         else:
@@ -741,9 +742,8 @@ class RealtimeSession:
                     entries.append(found)
                 else:
                     entries.append(Entry(item=ref))
-        messages = [m for e in entries if (m := entry_message(e)) is not None]
         waiting = {e.item.id for e in entries if e.transcription_pending and e.item.id}
-        return messages, waiting
+        return entries, waiting
 
     def _start_generation(self, run: ResponseRun) -> None:
         if run.state is not run.state.WAITING_INPUT:
@@ -752,12 +752,15 @@ class RealtimeSession:
         command = run.pending_generate
         if run.waiting_for == set() and command is not None:
             # Rebuild the context now that every transcript is known.
-            if command.session_key is not None:
-                messages = [m for m in command.messages if m.role == "system"][:1]
-                messages += self.conversation.chat_messages()
-                command = replace(command, messages=tuple(messages))
+            head, entries = run.pending_context
+            if entries is None:
+                body = self.conversation.chat_messages()
+            else:
+                body = [m for e in entries if (m := entry_message(e)) is not None]
+            command = replace(command, messages=tuple(head + body))
             self._out.commands.append(command)
         run.pending_generate = None
+        run.pending_context = None
 
     def _active(self, response_id: str) -> ResponseRun | None:
         run = self._responses.get(response_id)
@@ -939,7 +942,11 @@ class RealtimeSession:
         run.output[output_index] = item
         if run.in_conversation and item.id is not None and item.id in self.conversation:
             self.conversation.replace(item.id, item)
-            self._emit(se.ConversationItemDone, item=item_payload(item))
+            self._emit(
+                se.ConversationItemDone,
+                item=item_payload(item),
+                previous_item_id=self.conversation.previous_id(item.id),
+            )
         self._emit(
             se.ResponseOutputItemDone,
             response_id=run.id,

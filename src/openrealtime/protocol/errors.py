@@ -115,9 +115,9 @@ def cancel_not_active() -> ProtocolError:
 
 def session_expired(minutes: float) -> ProtocolError:
     """The session reached its maximum duration (spec §1.7)."""
-    shown = f"{minutes:g}"
+    unit = "minute" if minutes == 1 else "minutes"
     return ProtocolError(
-        "session_expired", f"Your session hit the maximum duration of {shown} minutes."
+        "session_expired", f"Your session hit the maximum duration of {minutes:g} {unit}."
     )
 
 

@@ -127,8 +127,9 @@ class SessionDriver:
             await self._flush()
             while self._close is None:
                 item = await self._next()
+                self.session.advance_time(wall_ms())
                 if item is None:
-                    self.session.advance_time(wall_ms())
+                    pass
                 elif isinstance(item, _Disconnected):
                     break
                 elif isinstance(item, _Frame):
@@ -177,7 +178,6 @@ class SessionDriver:
             await self._inbox.put(_Frame(data))
 
     def _on_frame(self, data: str | bytes) -> None:
-        self.session.advance_time(wall_ms())
         try:
             event = parse_client_event(data)
         except ProtocolError as exc:
