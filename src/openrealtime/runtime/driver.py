@@ -128,13 +128,11 @@ class SessionDriver:
             while self._close is None:
                 item = await self._next()
                 self.session.advance_time(wall_ms())
-                if item is None:
-                    pass
-                elif isinstance(item, _Disconnected):
+                if isinstance(item, _Disconnected):
                     break
-                elif isinstance(item, _Frame):
+                if isinstance(item, _Frame):
                     self._on_frame(item.data)
-                else:
+                elif item is not None:
                     self.session.receive_backend_event(item)
                 await self._flush()
         except _Stalled:
