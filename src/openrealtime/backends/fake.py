@@ -42,6 +42,62 @@ class Faults:
     fail_after_chunks: int | None = None
 
 
+class FakeVad:
+    """Calls a frame speech when its peak amplitude exceeds ``level`` (PCM16 units).
+
+    Deterministic and free of models: for tests that need exact frame-level control (a frame
+    of zeros is silence, a frame with any loud sample is speech).
+    """
+
+    name = "fake"
+
+    def __init__(self, level: int = 1000) -> None:
+        self.level = level
+
+    def open_stream(self) -> FakeVadStream:
+        """Create the per-session state."""
+        return FakeVadStream(self.level)
+
+
+class FakeVadStream:
+    """Frames of 768 session samples (32 ms at 24 kHz), probability 1.0 or 0.0."""
+
+    frame_samples = 768
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self._pending = b""
+
+    def feed(self, pcm16_24k: bytes) -> list[float]:
+        """Return one probability per completed frame."""
+        data = self._pending + pcm16_24k
+        step = self.frame_samples * 2
+        whole = len(data) - len(data) % step
+        self._pending = data[whole:]
+        if not whole:
+            return []
+        frames = np.frombuffer(data[:whole], dtype="<i2").reshape(-1, self.frame_samples)
+        peaks = np.abs(frames.astype(np.int32)).max(axis=1)
+        return [1.0 if peak > self.level else 0.0 for peak in peaks]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class FakeTurnDetector:
+    """Says a turn is complete with a fixed probability (semantic_vad tests)."""
+
+    name = "fake"
+    sample_rate = 16000
+
+    def __init__(self, probability: float = 1.0) -> None:
+        self.probability = probability
+
+    async def completion_probability(self, pcm16: bytes) -> float:
+        """Return the configured probability, whatever the audio."""
+        return self.probability
+
+
 class FakeSpeechToText:
     """Answers every item with ``transcript`` if set, else a description of the audio length."""
 
