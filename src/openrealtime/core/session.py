@@ -775,16 +775,7 @@ class RealtimeSession:
         item = AssistantMessage(
             id=item_id, type="message", role="assistant", status="in_progress", content=[]
         )
-        run.output.append(item)
-        self._emit(
-            se.ResponseOutputItemAdded,
-            response_id=run.id,
-            output_index=msg.output_index,
-            item=item_payload(item),
-        )
-        if run.in_conversation:
-            previous = self.conversation.insert(Entry(item=item), None)
-            self._emit(se.ConversationItemAdded, item=item_payload(item), previous_item_id=previous)
+        self._add_output_item(run, item)
         part = (
             {"type": "audio", "transcript": ""}
             if run.modality == "audio"
@@ -799,6 +790,18 @@ class RealtimeSession:
             part=part,
         )
         return msg
+
+    def _add_output_item(self, run: ResponseRun, item: AnyItem) -> None:
+        """A new output item: ``response.output_item.added`` (+ ``conversation.item.added``)."""
+        output_index = len(run.output)
+        run.output.append(item)
+        payload = item_payload(item)
+        self._emit(
+            se.ResponseOutputItemAdded, response_id=run.id, output_index=output_index, item=payload
+        )
+        if run.in_conversation:
+            previous = self.conversation.insert(Entry(item=item), None)
+            self._emit(se.ConversationItemAdded, item=payload, previous_item_id=previous)
 
     def _on_response_text(self, event: be.ResponseText) -> None:
         run = self._active(event.response_id)
@@ -861,16 +864,7 @@ class RealtimeSession:
             call_id=call.call_id,
             arguments="",
         )
-        run.output.append(item)
-        self._emit(
-            se.ResponseOutputItemAdded,
-            response_id=run.id,
-            output_index=call.output_index,
-            item=item_payload(item),
-        )
-        if run.in_conversation:
-            previous = self.conversation.insert(Entry(item=item), None)
-            self._emit(se.ConversationItemAdded, item=item_payload(item), previous_item_id=previous)
+        self._add_output_item(run, item)
 
     def _on_tool_arguments(self, event: be.ResponseToolArguments) -> None:
         run = self._active(event.response_id)
