@@ -11,8 +11,8 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.backends.base import ChatMessage, ChatToolCall
+from openrealtime.core.input_buffer import BYTES_PER_MS
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.items import (
     AnyItem,
@@ -28,8 +28,6 @@ from openrealtime.protocol.items import (
     UserMessage,
     item_payload,
 )
-
-BYTES_PER_MS = SESSION_RATE * 2 // 1000
 
 
 @dataclass

@@ -25,14 +25,14 @@ from openrealtime.core.commands import (
     Transcribe,
 )
 from openrealtime.core.conversation import (
-    BYTES_PER_MS,
     Conversation,
     Entry,
-    SpokenSegment,
     entry_message,
 )
 from openrealtime.core.ids import IdFactory
-from openrealtime.core.responses import OpenCall, OpenMessage, ResponseRun, Usage
+from openrealtime.core.input_buffer import BYTES_PER_MS, BYTES_PER_SAMPLE, InputAudioBuffer
+from openrealtime.core.output import ResponseWriter
+from openrealtime.core.responses import ResponseRun, Usage
 from openrealtime.core.state import SESSION_TRANSITIONS, InvalidTransition, SessionState, advance
 from openrealtime.core.turn_detection import ServerVadDetector, SpeechStart, SpeechStop
 from openrealtime.protocol import client_events as ce
@@ -41,13 +41,11 @@ from openrealtime.protocol import server_events as se
 from openrealtime.protocol.codec import validate
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.items import (
-    AnyItem,
     AssistantMessage,
     FunctionCall,
     FunctionCallOutput,
     InputAudio,
     OutputAudio,
-    OutputText,
     UserMessage,
     item_payload,
 )
@@ -62,7 +60,6 @@ from openrealtime.protocol.session_config import (
 )
 
 MIN_COMMIT_MS = 100
-BYTES_PER_SAMPLE = 2
 
 
 @dataclass(frozen=True)
@@ -117,11 +114,10 @@ class RealtimeSession:
         if defaults:
             self.config = self._merged(defaults)
         self.conversation = Conversation()
+        self._writer = ResponseWriter(ids, self.conversation, self._emit)
         self._out = Output()
         # input audio buffer: absolute sample positions in the session's audio stream
-        self._buffer = bytearray()
-        self._buffer_start = 0
-        self._written = 0
+        self._buffer = InputAudioBuffer(self.limits.max_buffer_bytes)
         self._vad = ServerVadDetector(0.5, 0)
         self._speech_item_id: str | None = None
         self._speech_start_sample = 0
@@ -130,7 +126,6 @@ class RealtimeSession:
         self._responses: dict[str, ResponseRun] = {}
         self._default_response: str | None = None
         self._auto_response_pending = False
-        self._audio_produced = False
         self._idle_deadline_ms: int | None = None
         self._tokens_used = 0
         self._emit(se.SessionCreated, session=self._session_payload())
@@ -296,7 +291,10 @@ class RealtimeSession:
         if isinstance(new, RealtimeSessionConfig) and isinstance(
             self.config, RealtimeSessionConfig
         ):
-            if self._audio_produced and new.audio.output.voice != self.config.audio.output.voice:
+            if (
+                self._writer.audio_produced
+                and new.audio.output.voice != self.config.audio.output.voice
+            ):
                 raise ProtocolError(
                     "cannot_update_voice",
                     "Cannot update a conversation's voice if assistant audio is present.",
@@ -379,12 +377,7 @@ class RealtimeSession:
     def _append_audio(self, pcm: bytes) -> None:
         if not pcm:
             return
-        self._buffer += pcm
-        self._written += len(pcm) // BYTES_PER_SAMPLE
-        overflow = len(self._buffer) - self.limits.max_buffer_bytes
-        if overflow > 0:
-            del self._buffer[:overflow]
-            self._buffer_start += overflow // BYTES_PER_SAMPLE
+        if self._buffer.append(pcm):
             self._emit(
                 se.Error,
                 error=ProtocolError(
@@ -395,33 +388,18 @@ class RealtimeSession:
             )
         self._out.commands.append(DetectSpeech(pcm))
 
-    def _buffer_ms(self) -> float:
-        return len(self._buffer) / BYTES_PER_MS
-
-    def _take(self, start: int, end: int) -> bytes:
-        """Remove and return buffered audio between absolute samples ``start`` and ``end``."""
-        start = max(start, self._buffer_start)
-        end = min(max(end, start), self._buffer_start + len(self._buffer) // BYTES_PER_SAMPLE)
-        lo = (start - self._buffer_start) * BYTES_PER_SAMPLE
-        hi = (end - self._buffer_start) * BYTES_PER_SAMPLE
-        pcm = bytes(self._buffer[lo:hi])
-        del self._buffer[:hi]
-        self._buffer_start = end
-        return pcm
-
     def _commit_event(self) -> None:
-        if len(self._buffer) < MIN_COMMIT_MS * BYTES_PER_MS:
-            raise errors.commit_empty(self._buffer_ms())
+        if self._buffer.ms < MIN_COMMIT_MS:
+            raise errors.commit_empty(self._buffer.ms)
         item_id = self._speech_item_id or self.ids.new("item")
         self._vad.reset()
         self._speech_item_id = None
-        pcm = self._take(self._buffer_start, self._written)
+        pcm = self._buffer.take_all()
         self._commit_audio(item_id, pcm)
         self._after_user_turn()
 
     def _clear_buffer(self) -> None:
         self._buffer.clear()
-        self._buffer_start = self._written
         self._vad.reset()
         self._speech_item_id = None
         self._emit(se.InputAudioBufferCleared)
@@ -470,7 +448,6 @@ class RealtimeSession:
         td = self._turn_detection()
         if td is None:
             self._vad.position += len(event.probabilities) * event.frame_samples
-            self._trim_idle_buffer(keep_all=True)
             return
         for change in self._vad.feed(event.probabilities, event.frame_samples):
             if isinstance(change, SpeechStart):
@@ -478,25 +455,23 @@ class RealtimeSession:
             else:
                 self._speech_stopped(change)
         if self._speech_item_id is None:
-            self._trim_idle_buffer(keep_all=False)
+            self._trim_idle_buffer()
 
     def _prefix_samples(self) -> int:
         td = self._turn_detection()
         prefix_ms = td.prefix_padding_ms if isinstance(td, ServerVad) else 300
         return int(prefix_ms * SESSION_RATE // 1000)
 
-    def _trim_idle_buffer(self, *, keep_all: bool) -> None:
+    def _trim_idle_buffer(self) -> None:
         """Outside speech, keep only the prefix padding (server VAD buffers no silence)."""
-        if keep_all:
-            return
         keep_from = self._vad.position - self._prefix_samples()
-        if keep_from > self._buffer_start:
-            self._take(self._buffer_start, keep_from)
+        if keep_from > self._buffer.start:
+            self._buffer.take(self._buffer.start, keep_from)
 
     def _speech_started(self, change: SpeechStart) -> None:
         self._idle_deadline_ms = None
         self._speech_item_id = self.ids.new("item")
-        self._speech_start_sample = max(self._buffer_start, change.sample - self._prefix_samples())
+        self._speech_start_sample = max(self._buffer.start, change.sample - self._prefix_samples())
         self._emit(
             se.InputAudioBufferSpeechStarted,
             audio_start_ms=self._speech_start_sample * 1000 // SESSION_RATE,
@@ -515,20 +490,20 @@ class RealtimeSession:
             audio_end_ms=change.sample * 1000 // SESSION_RATE,
             item_id=item_id,
         )
-        pcm = self._take(self._speech_start_sample, change.sample)
+        pcm = self._buffer.take(self._speech_start_sample, change.sample)
         self._commit_audio(item_id, pcm)
         self._after_user_turn()
 
     def _idle_timeout(self) -> None:
         item_id = self.ids.new("item")
-        start_ms = self._buffer_start * 1000 // SESSION_RATE
+        start_ms = self._buffer.start * 1000 // SESSION_RATE
         self._emit(
             se.InputAudioBufferTimeoutTriggered,
             audio_start_ms=start_ms,
-            audio_end_ms=self._written * 1000 // SESSION_RATE,
+            audio_end_ms=self._buffer.written * 1000 // SESSION_RATE,
             item_id=item_id,
         )
-        pcm = self._take(self._buffer_start, self._written)
+        pcm = self._buffer.take_all()
         self._commit_audio(item_id, pcm)
         self._after_user_turn()
 
@@ -766,187 +741,25 @@ class RealtimeSession:
         run = self._responses.get(response_id)
         return run if run is not None and run.active else None
 
-    def _open_message(self, run: ResponseRun) -> OpenMessage:
-        if run.message is not None:
-            return run.message
-        item_id = self.ids.new("item")
-        msg = OpenMessage(item_id=item_id, output_index=len(run.output), modality=run.modality)
-        run.message = msg
-        item = AssistantMessage(
-            id=item_id, type="message", role="assistant", status="in_progress", content=[]
-        )
-        self._add_output_item(run, item)
-        part = (
-            {"type": "audio", "transcript": ""}
-            if run.modality == "audio"
-            else {"type": "text", "text": ""}
-        )
-        self._emit(
-            se.ResponseContentPartAdded,
-            response_id=run.id,
-            item_id=item_id,
-            output_index=msg.output_index,
-            content_index=0,
-            part=part,
-        )
-        return msg
-
-    def _add_output_item(self, run: ResponseRun, item: AnyItem) -> None:
-        """A new output item: ``response.output_item.added`` (+ ``conversation.item.added``)."""
-        output_index = len(run.output)
-        run.output.append(item)
-        payload = item_payload(item)
-        self._emit(
-            se.ResponseOutputItemAdded, response_id=run.id, output_index=output_index, item=payload
-        )
-        if run.in_conversation:
-            previous = self.conversation.insert(Entry(item=item), None)
-            self._emit(se.ConversationItemAdded, item=payload, previous_item_id=previous)
-
     def _on_response_text(self, event: be.ResponseText) -> None:
-        run = self._active(event.response_id)
-        if run is None or not event.text:
-            return
-        msg = self._open_message(run)
-        where = {
-            "response_id": run.id,
-            "item_id": msg.item_id,
-            "output_index": msg.output_index,
-            "content_index": 0,
-        }
-        if msg.modality == "audio":
-            entry = self.conversation.get(msg.item_id) if run.in_conversation else None
-            if entry is not None:
-                entry.segments.append(SpokenSegment(event.text, msg.audio_bytes, msg.audio_bytes))
-            self._emit(se.ResponseOutputAudioTranscriptDelta, **where, delta=event.text)
-        else:
-            self._emit(se.ResponseOutputTextDelta, **where, delta=event.text)
-        msg.text += event.text
+        if (run := self._active(event.response_id)) is not None:
+            self._writer.text(run, event)
 
     def _on_response_audio(self, event: be.ResponseAudio) -> None:
-        run = self._active(event.response_id)
-        if run is None or not event.pcm16 or run.modality != "audio":
-            return
-        msg = self._open_message(run)
-        msg.audio_bytes += len(event.pcm16)
-        self._audio_produced = True
-        entry = self.conversation.get(msg.item_id) if run.in_conversation else None
-        if entry is not None:
-            entry.audio.setdefault(0, bytearray()).extend(event.pcm16)
-            if entry.segments:
-                entry.segments[-1].end_byte = msg.audio_bytes
-        self._emit(
-            se.ResponseOutputAudioDelta,
-            response_id=run.id,
-            item_id=msg.item_id,
-            output_index=msg.output_index,
-            content_index=0,
-            delta=base64.b64encode(event.pcm16).decode("ascii"),
-        )
+        if (run := self._active(event.response_id)) is not None:
+            self._writer.audio(run, event)
 
     def _on_tool_call(self, event: be.ResponseToolCall) -> None:
-        run = self._active(event.response_id)
-        if run is None or event.index in run.calls:
-            return
-        self._close_message(run, "completed")
-        call = OpenCall(
-            item_id=self.ids.new("item"),
-            output_index=len(run.output),
-            call_id=self.ids.new("call"),
-            name=event.name,
-        )
-        run.calls[event.index] = call
-        item = FunctionCall(
-            id=call.item_id,
-            type="function_call",
-            status="in_progress",
-            name=call.name,
-            call_id=call.call_id,
-            arguments="",
-        )
-        self._add_output_item(run, item)
+        if (run := self._active(event.response_id)) is not None:
+            self._writer.tool_call(run, event)
 
     def _on_tool_arguments(self, event: be.ResponseToolArguments) -> None:
-        run = self._active(event.response_id)
-        if run is None or event.index not in run.calls or not event.delta:
-            return
-        call = run.calls[event.index]
-        call.arguments += event.delta
-        self._emit(
-            se.ResponseFunctionCallArgumentsDelta,
-            response_id=run.id,
-            item_id=call.item_id,
-            output_index=call.output_index,
-            call_id=call.call_id,
-            delta=event.delta,
-        )
+        if (run := self._active(event.response_id)) is not None:
+            self._writer.tool_arguments(run, event)
 
-    def _close_message(self, run: ResponseRun, status: Literal["completed", "incomplete"]) -> None:
-        msg = run.message
-        if msg is None:
-            return
-        run.message = None
-        where = {
-            "response_id": run.id,
-            "item_id": msg.item_id,
-            "output_index": msg.output_index,
-            "content_index": 0,
-        }
-        content: list[OutputAudio | OutputText]
-        if msg.modality == "audio":
-            self._emit(se.ResponseOutputAudioDone, **where)
-            self._emit(se.ResponseOutputAudioTranscriptDone, **where, transcript=msg.text)
-            self._emit(
-                se.ResponseContentPartDone, **where, part={"type": "audio", "transcript": msg.text}
-            )
-            content = [OutputAudio(type="output_audio", transcript=msg.text)]
-        else:
-            self._emit(se.ResponseOutputTextDone, **where, text=msg.text)
-            self._emit(se.ResponseContentPartDone, **where, part={"type": "text", "text": msg.text})
-            content = [OutputText(type="output_text", text=msg.text)]
-        item = AssistantMessage(
-            id=msg.item_id, type="message", role="assistant", status=status, content=content
-        )
-        self._finish_item(run, msg.output_index, item)
-
-    def _close_calls(self, run: ResponseRun, status: Literal["completed", "incomplete"]) -> None:
-        for index in sorted(run.calls):
-            call = run.calls[index]
-            self._emit(
-                se.ResponseFunctionCallArgumentsDone,
-                response_id=run.id,
-                item_id=call.item_id,
-                output_index=call.output_index,
-                call_id=call.call_id,
-                name=call.name,
-                arguments=call.arguments,
-            )
-            item = FunctionCall(
-                id=call.item_id,
-                type="function_call",
-                status=status,
-                name=call.name,
-                call_id=call.call_id,
-                arguments=call.arguments,
-            )
-            self._finish_item(run, call.output_index, item)
-        run.calls.clear()
-
-    def _finish_item(self, run: ResponseRun, output_index: int, item: AnyItem) -> None:
-        run.output[output_index] = item
-        if run.in_conversation and item.id is not None and item.id in self.conversation:
-            self.conversation.replace(item.id, item)
-            self._emit(
-                se.ConversationItemDone,
-                item=item_payload(item),
-                previous_item_id=self.conversation.previous_id(item.id),
-            )
-        self._emit(
-            se.ResponseOutputItemDone,
-            response_id=run.id,
-            output_index=output_index,
-            item=item_payload(item),
-        )
+    def _close_output(self, run: ResponseRun, status: Literal["completed", "incomplete"]) -> None:
+        self._writer.close_message(run, status)
+        self._writer.close_calls(run, status)
 
     def _on_generated(self, event: be.ResponseGenerated) -> None:
         run = self._active(event.response_id)
@@ -954,8 +767,7 @@ class RealtimeSession:
             return
         incomplete = event.finish_reason == "length"
         status: Literal["completed", "incomplete"] = "incomplete" if incomplete else "completed"
-        self._close_message(run, status)
-        self._close_calls(run, status)
+        self._close_output(run, status)
         run.usage = Usage(
             input_tokens=event.input_tokens,
             output_tokens=event.output_tokens,
@@ -972,8 +784,7 @@ class RealtimeSession:
         run = self._active(event.response_id)
         if run is None:
             return
-        self._close_message(run, "incomplete")
-        self._close_calls(run, "incomplete")
+        self._close_output(run, "incomplete")
         run.move("fail")
         error = {"type": "server_error", "code": event.code, "message": event.message}
         run.status_details = {"type": "failed", "error": error}
@@ -993,8 +804,7 @@ class RealtimeSession:
 
     def _cancel(self, run: ResponseRun, reason: str) -> None:
         self._out.commands.append(CancelResponse(run.id))
-        self._close_message(run, "incomplete")
-        self._close_calls(run, "incomplete")
+        self._close_output(run, "incomplete")
         run.move("cancel")
         run.status_details = {"type": "cancelled", "reason": reason}
         run.usage = run.usage or Usage()
