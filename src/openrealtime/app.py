@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from openrealtime.backends.base import Engines
 from openrealtime.config import Config
-from openrealtime.logging_setup import redact
+from openrealtime.logging_setup import install_secret_redaction, redact
 from openrealtime.transports.websocket import SessionRunner, register_websocket_routes
 
 __all__ = ["Services", "create_app"]
@@ -110,6 +110,7 @@ def create_app(
         finally:
             del app.state.services
 
+    install_secret_redaction()  # websockets logs handshake headers (keys) at DEBUG
     app = FastAPI(
         title="openrealtime",
         summary="A self-hosted OpenAI Realtime API (GA) server.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -41,6 +42,57 @@ def redact(key: str | None) -> str:
     if len(key) < _MIN_LEN_FOR_TAIL:
         return f"{prefix}…"
     return f"{prefix}…{key[-4:]}"
+
+
+_SECRET_PATTERN = re.compile(
+    r"(?i)(?P<auth>authorization:\s*(?:bearer|basic)\s+)(?P<cred>[^\s,'\"]+)"
+    r"|(?P<proto>openai-insecure-api-key\.)(?P<key>[^\s,'\"]+)"
+)
+"""Credentials inside log text: an ``Authorization`` header or a key subprotocol."""
+
+SECRET_LOGGERS: tuple[str, ...] = ("uvicorn.error", "uvicorn.access", "websockets.server")
+"""Loggers that third-party code writes handshake headers to (websockets logs every request
+header at DEBUG through the logger uvicorn gives it, ``uvicorn.error``)."""
+
+
+def _mask(match: re.Match[str]) -> str:
+    if match.group("auth") is not None:
+        return match.group("auth") + redact(match.group("cred"))
+    return match.group("proto") + redact(match.group("key"))
+
+
+class RedactSecrets(logging.Filter):
+    """Masks credentials in log records (reliability-targets.md check 13: keys never logged).
+
+    Attach it to a logger with :func:`install_secret_redaction`; a logger's filters see only
+    records created on that logger, so each logger that may carry headers needs its own.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message with keys redacted; never drops a record."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is the handler's business, not ours
+            return True
+        masked = _SECRET_PATTERN.sub(_mask, message)
+        if masked != message:
+            record.msg = masked
+            record.args = ()
+        return True
+
+
+def install_secret_redaction(names: tuple[str, ...] = SECRET_LOGGERS) -> None:
+    """Attach :class:`RedactSecrets` to each named logger once (idempotent).
+
+    Called by the app factory, so every way of serving the app (CLI, tests, embedding) has it.
+
+    Args:
+        names: logger names.
+    """
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
 
 
 def configure_logging(level: str | int = "info") -> logging.Logger:

@@ -364,7 +364,7 @@ class RealtimeSession:
             raise self._too_big()
         if len(pcm) % BYTES_PER_SAMPLE:
             pcm = pcm[: len(pcm) - 1]
-        self._append_audio(pcm)
+        self._append_audio(pcm, event.event_id)
 
     def _too_big(self) -> ProtocolError:
         mib = self.limits.max_append_bytes / (1024 * 1024)
@@ -374,7 +374,7 @@ class RealtimeSession:
             param="audio",
         )
 
-    def _append_audio(self, pcm: bytes) -> None:
+    def _append_audio(self, pcm: bytes, event_id: str | None = None) -> None:
         if not pcm:
             return
         if self._buffer.append(pcm):
@@ -384,7 +384,7 @@ class RealtimeSession:
                     "input_audio_buffer_full",
                     "The input audio buffer is full; the oldest audio was dropped. Commit or "
                     "clear the buffer.",
-                ).payload(),
+                ).payload(event_id),
             )
         self._out.commands.append(DetectSpeech(pcm))
 

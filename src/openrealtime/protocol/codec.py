@@ -95,7 +95,7 @@ def error_from_validation(
     details: Iterable[ErrorDetails], data: Any, prefix: str = ""
 ) -> ProtocolError:
     """Turn pydantic error details into the live service's error (spec §6.2)."""
-    ordered = sorted(details, key=lambda d: _PRIORITY.get(d["type"], 3))
+    ordered = sorted(details, key=_rank)
     first = ordered[0]
     path, node = _walk(first["loc"], data, first["type"])
     param = _join(prefix, path)
@@ -117,13 +117,21 @@ def error_from_validation(
     if kind.endswith("_type") or kind in ("model_attributes_type", "is_instance_of"):
         return ProtocolError(
             "invalid_type",
-            f"Invalid type for '{param}': expected {_expected(kind)}, but got "
+            f"Invalid type for '{param}': expected {_expected(kind, param)}, but got "
             f"{_json_kind(value)} instead.",
             param=param,
         )
     return ProtocolError(
         "invalid_value", f"Invalid value for '{param}': {first['msg']}.", param=param
     )
+
+
+def _rank(detail: ErrorDetails) -> int:
+    """Which error to report first: a wrong ``type`` tag explains the object's other fields."""
+    loc = detail["loc"]
+    if detail["type"] == "literal_error" and loc and loc[-1] == "type":
+        return -1  # e.g. tools[0].type 'mcp': its extra fields follow from the wrong type
+    return _PRIORITY.get(detail["type"], 3)
 
 
 def dump_event(event: BaseModel) -> str:
@@ -223,7 +231,13 @@ _EXPECTED = {
 }
 
 
-def _expected(kind: str) -> str:
+_OBJECT_ARRAYS = frozenset({"content", "input", "output", "tools"})
+"""Fields that hold arrays of objects; the live wording says so (spec §6.2 ``item.content``)."""
+
+
+def _expected(kind: str, param: str = "") -> str:
+    if kind == "list_type" and param.rsplit(".", 1)[-1] in _OBJECT_ARRAYS:
+        return "an array of objects"
     return _EXPECTED.get(kind, "a different type")
 
 

@@ -216,7 +216,10 @@ class SessionDriver:
             try:
                 await self.transport.send_text(frame.text)
             except TransportClosed:
-                await self._inbox.put(_Disconnected())
+                # The main loop may be blocked on a full outbox; it learns of the close from
+                # the reader or the stall timeout, so never block here.
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._inbox.put_nowait(_Disconnected())
                 return
 
     def _run(self, command: Command) -> None:
