@@ -66,9 +66,15 @@ class Sim:
         limits: Limits | None = None,
         session: dict[str, Any] | None = None,
         keep_created: bool = False,
+        turn_model: bool = False,
     ) -> None:
         self.session = RealtimeSession(
-            kind, model, ids=SequentialIds(), now_ms=T0, limits=limits or Limits()
+            kind,
+            model,
+            ids=SequentialIds(),
+            now_ms=T0,
+            limits=limits or Limits(),
+            turn_model=turn_model,
         )
         self._events: list[dict[str, Any]] = []
         self._commands: list[Command] = []

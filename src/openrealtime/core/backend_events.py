@@ -19,6 +19,14 @@ class SpeechProbabilities:
 
 
 @dataclass(frozen=True)
+class TurnEvaluated:
+    """Answer to :class:`~openrealtime.core.commands.EvaluateTurn`: P(the turn is complete)."""
+
+    item_id: str
+    probability: float
+
+
+@dataclass(frozen=True)
 class TranscriptionDelta:
     """Partial transcript text of a user audio item."""
 
@@ -100,6 +108,7 @@ class ResponseFailed:
 
 BackendEvent = (
     SpeechProbabilities
+    | TurnEvaluated
     | TranscriptionDelta
     | TranscriptionCompleted
     | TranscriptionFailed

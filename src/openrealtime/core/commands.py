@@ -20,6 +20,14 @@ class DetectSpeech:
 
 
 @dataclass(frozen=True)
+class EvaluateTurn:
+    """Ask the turn-completion model whether this speech (PCM16, 24 kHz) is a finished turn."""
+
+    item_id: str
+    pcm16: bytes
+
+
+@dataclass(frozen=True)
 class Transcribe:
     """Transcribe a committed user audio item (PCM16, 24 kHz)."""
 
@@ -61,4 +69,4 @@ class CloseSession:
     reason: str
 
 
-Command = DetectSpeech | Transcribe | Generate | CancelResponse | CloseSession
+Command = DetectSpeech | EvaluateTurn | Transcribe | Generate | CancelResponse | CloseSession

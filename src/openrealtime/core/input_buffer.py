@@ -44,14 +44,19 @@ class InputAudioBuffer:
         self.start += overflow // BYTES_PER_SAMPLE
         return overflow
 
-    def take(self, start: int, end: int) -> bytes:
-        """Remove audio up to sample ``end`` and return the part from sample ``start``."""
+    def peek(self, start: int, end: int) -> bytes:
+        """Return a copy of the audio between samples ``start`` and ``end`` (clamped)."""
         start = max(start, self.start)
         end = min(max(end, start), self.written)
         lo = (start - self.start) * BYTES_PER_SAMPLE
         hi = (end - self.start) * BYTES_PER_SAMPLE
-        pcm = bytes(self._data[lo:hi])
-        del self._data[:hi]
+        return bytes(self._data[lo:hi])
+
+    def take(self, start: int, end: int) -> bytes:
+        """Remove audio up to sample ``end`` and return the part from sample ``start``."""
+        pcm = self.peek(start, end)
+        end = min(max(end, start, self.start), self.written)
+        del self._data[: (end - self.start) * BYTES_PER_SAMPLE]
         self.start = end
         return pcm
 

@@ -16,11 +16,13 @@ from typing import Any, Literal, assert_never
 from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.backends.base import ChatMessage, ToolChoice, ToolSpec
 from openrealtime.core import backend_events as be
+from openrealtime.core import semantic_turn as semantic
 from openrealtime.core.commands import (
     CancelResponse,
     CloseSession,
     Command,
     DetectSpeech,
+    EvaluateTurn,
     Generate,
     Transcribe,
 )
@@ -34,7 +36,7 @@ from openrealtime.core.input_buffer import BYTES_PER_MS, BYTES_PER_SAMPLE, Input
 from openrealtime.core.output import ResponseWriter
 from openrealtime.core.responses import ResponseRun, Usage
 from openrealtime.core.state import SESSION_TRANSITIONS, InvalidTransition, SessionState, advance
-from openrealtime.core.turn_detection import ServerVadDetector, SpeechStart, SpeechStop
+from openrealtime.core.turn_detection import ServerVadDetector, SpeechStart
 from openrealtime.protocol import client_events as ce
 from openrealtime.protocol import errors
 from openrealtime.protocol import server_events as se
@@ -52,6 +54,7 @@ from openrealtime.protocol.items import (
 from openrealtime.protocol.session_config import (
     AudioPcm,
     RealtimeSessionConfig,
+    SemanticVad,
     ServerVad,
     SessionConfig,
     TranscriptionSessionConfig,
@@ -97,6 +100,7 @@ class RealtimeSession:
         limits: Limits | None = None,
         defaults: dict[str, Any] | None = None,
         session_id: str | None = None,
+        turn_model: bool = False,
     ) -> None:
         self.kind = kind
         self.ids = ids
@@ -121,6 +125,8 @@ class RealtimeSession:
         self._vad = ServerVadDetector(0.5, 0)
         self._speech_item_id: str | None = None
         self._speech_start_sample = 0
+        self._turn_model = turn_model
+        self._pause: semantic.TurnPause | None = None
         self._configure_vad()
         # responses
         self._responses: dict[str, ResponseRun] = {}
@@ -190,6 +196,8 @@ class RealtimeSession:
         match event:
             case be.SpeechProbabilities():
                 self._on_speech_probabilities(event)
+            case be.TurnEvaluated():
+                self._on_turn_evaluated(event)
             case be.TranscriptionDelta():
                 self._on_transcription_delta(event)
             case be.TranscriptionCompleted():
@@ -319,14 +327,15 @@ class RealtimeSession:
             if self._speech_item_id is not None:
                 self._vad.reset()
                 self._speech_item_id = None
+                self._pause = None
             self._idle_deadline_ms = None
             return
-        threshold = td.threshold if isinstance(td, ServerVad) else 0.5
-        silence_ms = (
-            td.silence_duration_ms
-            if isinstance(td, ServerVad)
-            else semantic_silence_ms(td.eagerness)
-        )
+        if isinstance(td, ServerVad):
+            threshold, silence_ms = td.threshold, td.silence_duration_ms
+        elif self._turn_model:
+            threshold, silence_ms = 0.5, semantic.FIRST_CHECK_MS
+        else:
+            threshold, silence_ms = 0.5, semantic.FALLBACK_SILENCE_MS[td.eagerness]
         self._vad.reconfigure(threshold, silence_ms * SESSION_RATE // 1000)
 
     def _require_realtime(self, what: str) -> None:
@@ -394,6 +403,7 @@ class RealtimeSession:
         item_id = self._speech_item_id or self.ids.new("item")
         self._vad.reset()
         self._speech_item_id = None
+        self._pause = None
         pcm = self._buffer.take_all()
         self._commit_audio(item_id, pcm)
         self._after_user_turn()
@@ -402,6 +412,7 @@ class RealtimeSession:
         self._buffer.clear()
         self._vad.reset()
         self._speech_item_id = None
+        self._pause = None
         self._emit(se.InputAudioBufferCleared)
 
     def _commit_audio(self, item_id: str, pcm: bytes) -> None:
@@ -451,11 +462,47 @@ class RealtimeSession:
             return
         for change in self._vad.feed(event.probabilities, event.frame_samples):
             if isinstance(change, SpeechStart):
-                self._speech_started(change)
+                if self._pause is not None:
+                    self._pause = None  # the user went on speaking: same turn
+                else:
+                    self._speech_started(change)
+            elif isinstance(td, SemanticVad) and self._turn_model and self._speech_item_id:
+                self._pause = semantic.TurnPause(
+                    self._speech_item_id, change.speech_end_sample, change.sample
+                )
             else:
-                self._speech_stopped(change)
+                self._speech_stopped(change.sample)
+        if self._pause is not None:
+            self._check_pause(self._pause)
         if self._speech_item_id is None:
             self._trim_idle_buffer()
+
+    def _check_pause(self, pause: semantic.TurnPause) -> None:
+        """During a pause under semantic_vad: end the turn at max wait, else ask the model."""
+        td = self._turn_detection()
+        assert isinstance(td, SemanticVad)
+        position = self._vad.position
+        max_wait = semantic.MAX_WAIT_MS[td.eagerness] * SESSION_RATE // 1000
+        if position - pause.speech_end >= max_wait:
+            self._end_pause(position)
+        elif not pause.asking and position >= pause.next_check:
+            pause.asking = True
+            pause.next_check = position + semantic.RECHECK_MS * SESSION_RATE // 1000
+            pcm = self._buffer.peek(self._speech_start_sample, position)
+            self._out.commands.append(EvaluateTurn(pause.item_id, pcm))
+
+    def _on_turn_evaluated(self, event: be.TurnEvaluated) -> None:
+        pause = self._pause
+        td = self._turn_detection()
+        if pause is None or pause.item_id != event.item_id or not isinstance(td, SemanticVad):
+            return
+        pause.asking = False
+        if event.probability >= semantic.THRESHOLDS[td.eagerness]:
+            self._end_pause(self._vad.position)
+
+    def _end_pause(self, sample: int) -> None:
+        self._pause = None
+        self._speech_stopped(sample)
 
     def _prefix_samples(self) -> int:
         td = self._turn_detection()
@@ -482,15 +529,15 @@ class RealtimeSession:
             if self._default_response is not None:
                 self._cancel(self._responses[self._default_response], "turn_detected")
 
-    def _speech_stopped(self, change: SpeechStop) -> None:
+    def _speech_stopped(self, sample: int) -> None:
         item_id = self._speech_item_id or self.ids.new("item")
         self._speech_item_id = None
         self._emit(
             se.InputAudioBufferSpeechStopped,
-            audio_end_ms=change.sample * 1000 // SESSION_RATE,
+            audio_end_ms=sample * 1000 // SESSION_RATE,
             item_id=item_id,
         )
-        pcm = self._buffer.take(self._speech_start_sample, change.sample)
+        pcm = self._buffer.take(self._speech_start_sample, sample)
         self._commit_audio(item_id, pcm)
         self._after_user_turn()
 
@@ -849,11 +896,3 @@ class RealtimeSession:
 
     def _emit(self, cls: type[se.ServerEvent], **fields: Any) -> None:
         self._out.events.append(cls(event_id=self.ids.new("event"), **fields))
-
-
-def semantic_silence_ms(eagerness: str) -> int:
-    """Silence that ends a turn under ``semantic_vad`` until the Smart Turn engine lands.
-
-    The eagerness levels keep their order (high ends turns soonest, low waits longest).
-    """
-    return {"high": 300, "medium": 600, "auto": 600, "low": 1200}.get(eagerness, 600)

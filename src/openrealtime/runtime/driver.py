@@ -25,6 +25,7 @@ from openrealtime.core.commands import (
     CloseSession,
     Command,
     DetectSpeech,
+    EvaluateTurn,
     Generate,
     Transcribe,
 )
@@ -35,7 +36,7 @@ from openrealtime.protocol.codec import client_event_id, dump_event, parse_clien
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.server_events import ResponseOutputAudioDelta
 from openrealtime.runtime.outbox import Frame, Outbox
-from openrealtime.runtime.pipeline import run_response, run_transcription
+from openrealtime.runtime.pipeline import run_response, run_transcription, run_turn_evaluation
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class SessionDriver:
             limits=Limits(max_duration_ms=int(config.session_max_seconds * 1000)),
             defaults=defaults,
             session_id=request.session_label or None,
+            turn_model=self.engines.turn is not None,
         )
         self.log = SessionLogger(log, self.session.id)
         self._vad: VadStream = self.engines.vad.open_stream()
@@ -230,6 +232,11 @@ class SessionDriver:
                     self.session.receive_backend_event(
                         be.SpeechProbabilities(tuple(probs), self._vad.frame_samples)
                     )
+            case EvaluateTurn():
+                self._spawn(
+                    f"turn:{command.item_id}",
+                    run_turn_evaluation(command, self.engines, self._emit_backend),
+                )
             case Transcribe():
                 self._spawn(
                     f"stt:{command.item_id}",

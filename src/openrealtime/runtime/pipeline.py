@@ -26,7 +26,7 @@ from openrealtime.backends.base import (
 )
 from openrealtime.backends.errors import BackendError
 from openrealtime.core import backend_events as be
-from openrealtime.core.commands import Generate, Transcribe
+from openrealtime.core.commands import EvaluateTurn, Generate, Transcribe
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,21 @@ class ClauseChunker:
         """Return whatever is left as a last clause."""
         rest, self._pending = self._pending, ""
         return [rest] if rest.strip() else []
+
+
+async def run_turn_evaluation(command: EvaluateTurn, engines: Engines, emit: Emit) -> None:
+    """Ask the turn model whether the user's speech is a finished turn (semantic_vad).
+
+    A failing model must not leave the user hanging: the turn is then taken as complete.
+    """
+    probability = 1.0
+    if engines.turn is not None:
+        try:
+            pcm = resample(command.pcm16, SESSION_RATE, engines.turn.sample_rate)
+            probability = await engines.turn.completion_probability(pcm)
+        except Exception:
+            log.exception("turn model failed; ending the turn")
+    await emit(be.TurnEvaluated(command.item_id, probability))
 
 
 async def run_transcription(command: Transcribe, engines: Engines, emit: Emit) -> None:
