@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from openrealtime.backends.base import Engines
 from openrealtime.config import Config
 from openrealtime.logging_setup import install_secret_redaction, redact
+from openrealtime.transports.openai_http import register_openai_http_routes
 from openrealtime.transports.websocket import SessionRunner, register_websocket_routes
 
 __all__ = ["Services", "create_app"]
@@ -152,4 +153,5 @@ def create_app(
         return _model_object(model_id)
 
     register_websocket_routes(app)
+    register_openai_http_routes(app)
     return app
