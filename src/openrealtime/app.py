@@ -100,16 +100,21 @@ def create_app(
         loaded = engines if engines is not None else await _build_engines(config)
         app.state.services = Services(config=config, engines=loaded)
         _log.info(
-            "engines ready: vad=%s stt=%s llm=%s tts=%s",
+            "engines ready: vad=%s stt=%s llm=%s tts=%s turn=%s",
             loaded.vad.name,
             loaded.stt.name,
             loaded.llm.name,
             loaded.tts.name,
+            loaded.turn.name if loaded.turn is not None else "none",
         )
         try:
             yield
         finally:
             del app.state.services
+            if engines is None:  # engines we built are ours to close
+                from openrealtime.backends.registry import close_engines
+
+                await close_engines(loaded)
 
     install_secret_redaction()  # websockets logs handshake headers (keys) at DEBUG
     app = FastAPI(

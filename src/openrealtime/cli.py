@@ -20,6 +20,7 @@ from openrealtime.config import (
     LOG_LEVEL_CHOICES,
     STT_CHOICES,
     TTS_CHOICES,
+    TURN_CHOICES,
     VAD_CHOICES,
     Config,
 )
@@ -191,6 +192,41 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         choices=TTS_CHOICES,
         help=f"text-to-speech engine (env {_env('tts')}; default {d.tts})",
     )
+    p.add_argument(
+        "--turn",
+        choices=TURN_CHOICES,
+        help=f"turn-completion model for semantic_vad (env {_env('turn')}; default {d.turn})",
+    )
+    for engine, example in (
+        ("stt", "http://host:8000/v1"),
+        ("llm", "http://host:11434/v1"),
+        ("tts", "http://host:8880/v1"),
+    ):
+        name = engine.upper()
+        p.add_argument(
+            f"--{engine}-base-url",
+            metavar="URL",
+            help=f"API root of a remote {name} for --{engine} openai-compatible, e.g. {example} "
+            f"(env {_env(engine + '_base_url')})",
+        )
+        p.add_argument(
+            f"--{engine}-model",
+            metavar="NAME",
+            help=f"model name sent to the remote {name} (env {_env(engine + '_model')})",
+        )
+        p.add_argument(
+            f"--{engine}-api-key",
+            metavar="KEY",
+            help=f"Bearer key for the remote {name}, never logged "
+            f"(env {_env(engine + '_api_key')})",
+        )
+    p.add_argument(
+        "--engine-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"read timeout of remote engines (env {_env('engine_timeout')}; "
+        f"default {d.engine_timeout})",
+    )
     p.add_argument("--cache-dir", metavar="DIR", help=_cache_help())
     p.add_argument(
         "--session-max-seconds",
@@ -221,6 +257,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             stt=args.stt,
             llm=args.llm,
             tts=args.tts,
+            turn=args.turn,
+            engine_timeout=args.engine_timeout,
+            **{
+                f"{engine}_{part}": getattr(args, f"{engine}_{part}")
+                for engine in ("stt", "llm", "tts")
+                for part in ("base_url", "model", "api_key")
+            },
             cache_dir=args.cache_dir,
             session_max_seconds=args.session_max_seconds,
             log_level=args.log_level,

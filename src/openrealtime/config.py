@@ -20,14 +20,17 @@ ENV_PREFIX = "OPENREALTIME_"
 VAD_CHOICES: tuple[str, ...] = ("silero", "energy")
 """Voice-activity detectors the server knows (``--vad``)."""
 
-STT_CHOICES: tuple[str, ...] = ("fake",)
+STT_CHOICES: tuple[str, ...] = ("fake", "openai-compatible")
 """Speech-to-text engines the server knows (``--stt``)."""
 
-LLM_CHOICES: tuple[str, ...] = ("fake",)
+LLM_CHOICES: tuple[str, ...] = ("fake", "openai-compatible")
 """Language-model engines the server knows (``--llm``)."""
 
-TTS_CHOICES: tuple[str, ...] = ("fake",)
+TTS_CHOICES: tuple[str, ...] = ("fake", "openai-compatible")
 """Text-to-speech engines the server knows (``--tts``)."""
+
+TURN_CHOICES: tuple[str, ...] = ("none",)
+"""Turn-completion models for ``semantic_vad`` (``--turn``); ``none`` ends turns on silence."""
 
 LOG_LEVEL_CHOICES: tuple[str, ...] = ("critical", "error", "warning", "info", "debug", "trace")
 """Log levels (uvicorn's names; ``trace`` is uvicorn's level below ``debug``)."""
@@ -48,6 +51,7 @@ _FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "stt": STT_CHOICES,
     "llm": LLM_CHOICES,
     "tts": TTS_CHOICES,
+    "turn": TURN_CHOICES,
     "log_level": LOG_LEVEL_CHOICES,
 }
 
@@ -98,6 +102,39 @@ class Config:
 
     tts: str = "fake"
     """Text-to-speech engine, one of :data:`TTS_CHOICES`."""
+
+    turn: str = "none"
+    """Turn-completion model used by ``semantic_vad``, one of :data:`TURN_CHOICES`."""
+
+    stt_base_url: str | None = None
+    """API root of a remote STT (``--stt openai-compatible``), e.g. ``http://host:8000/v1``."""
+
+    stt_model: str | None = None
+    """Model name sent to the remote STT (default ``whisper-1``)."""
+
+    stt_api_key: str | None = None
+    """Bearer key for the remote STT; never logged."""
+
+    llm_base_url: str | None = None
+    """API root of a remote LLM (``--llm openai-compatible``), e.g. ``http://host:11434/v1``."""
+
+    llm_model: str | None = None
+    """Model name sent to the remote LLM (required with ``openai-compatible``)."""
+
+    llm_api_key: str | None = None
+    """Bearer key for the remote LLM; never logged."""
+
+    tts_base_url: str | None = None
+    """API root of a remote TTS (``--tts openai-compatible``), e.g. ``http://host:8880/v1``."""
+
+    tts_model: str | None = None
+    """Model name sent to the remote TTS (default ``tts-1``)."""
+
+    tts_api_key: str | None = None
+    """Bearer key for the remote TTS; never logged."""
+
+    engine_timeout: float = 30.0
+    """Seconds a remote engine may take for one read before the request fails."""
 
     cache_dir: str | None = None
     """Directory model files are cached in; ``None`` means the default of ``models.py``."""
@@ -154,6 +191,15 @@ class Config:
                 raise ValueError(f"{name} must be positive; got {number}")
         if not self.models:
             raise ValueError("models must list at least one model name")
+        if self.engine_timeout <= 0:
+            raise ValueError(f"engine_timeout must be positive; got {self.engine_timeout}")
+        for engine in ("stt", "llm", "tts"):
+            if getattr(self, engine) == "openai-compatible" and not getattr(
+                self, f"{engine}_base_url"
+            ):
+                raise ValueError(f"{engine} openai-compatible needs {engine}_base_url")
+        if self.llm == "openai-compatible" and not self.llm_model:
+            raise ValueError("llm openai-compatible needs llm_model (the server's model name)")
 
     @property
     def auth_enabled(self) -> bool:

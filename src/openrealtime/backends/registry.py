@@ -13,13 +13,14 @@ from openrealtime.backends.base import (
     LanguageModel,
     SpeechToText,
     TextToSpeech,
+    TurnDetector,
     VoiceActivityDetector,
 )
 from openrealtime.config import LLM_CHOICES as LLM_ENGINES
 from openrealtime.config import STT_CHOICES as STT_ENGINES
 from openrealtime.config import TTS_CHOICES as TTS_ENGINES
+from openrealtime.config import TURN_CHOICES, Config
 from openrealtime.config import VAD_CHOICES as VAD_ENGINES
-from openrealtime.config import Config
 
 
 def build_vad(config: Config) -> VoiceActivityDetector:
@@ -42,6 +43,16 @@ def build_stt(config: Config) -> SpeechToText:
         from openrealtime.backends.fake import FakeSpeechToText
 
         return FakeSpeechToText()
+    if config.stt == "openai-compatible":
+        from openrealtime.backends.stt_openai_compat import OpenAICompatibleSTT
+
+        assert config.stt_base_url is not None  # Config checks it
+        return OpenAICompatibleSTT(
+            config.stt_base_url,
+            config.stt_model or "whisper-1",
+            config.stt_api_key,
+            timeout=config.engine_timeout,
+        )
     raise ValueError(f"unknown STT engine {config.stt!r}; choose one of {STT_ENGINES}")
 
 
@@ -51,6 +62,13 @@ def build_llm(config: Config) -> LanguageModel:
         from openrealtime.backends.fake import FakeLanguageModel
 
         return FakeLanguageModel()
+    if config.llm == "openai-compatible":
+        from openrealtime.backends.llm_openai_compat import OpenAICompatibleLLM
+
+        assert config.llm_base_url is not None and config.llm_model is not None
+        return OpenAICompatibleLLM(
+            config.llm_base_url, config.llm_model, config.llm_api_key, timeout=config.engine_timeout
+        )
     raise ValueError(f"unknown LLM engine {config.llm!r}; choose one of {LLM_ENGINES}")
 
 
@@ -60,7 +78,24 @@ def build_tts(config: Config) -> TextToSpeech:
         from openrealtime.backends.fake import FakeTextToSpeech
 
         return FakeTextToSpeech()
+    if config.tts == "openai-compatible":
+        from openrealtime.backends.tts_openai_compat import OpenAICompatibleTTS
+
+        assert config.tts_base_url is not None
+        return OpenAICompatibleTTS(
+            config.tts_base_url,
+            config.tts_model or "tts-1",
+            config.tts_api_key,
+            timeout=config.engine_timeout,
+        )
     raise ValueError(f"unknown TTS engine {config.tts!r}; choose one of {TTS_ENGINES}")
+
+
+def build_turn(config: Config) -> TurnDetector | None:
+    """Create the semantic_vad turn model, or None (turns then end on silence)."""
+    if config.turn == "none":
+        return None
+    raise ValueError(f"unknown turn model {config.turn!r}; choose one of {TURN_CHOICES}")
 
 
 def build_engines(config: Config) -> Engines:
@@ -70,4 +105,13 @@ def build_engines(config: Config) -> Engines:
         stt=build_stt(config),
         llm=build_llm(config),
         tts=build_tts(config),
+        turn=build_turn(config),
     )
+
+
+async def close_engines(engines: Engines) -> None:
+    """Release engines that hold resources (HTTP connection pools); call at shutdown."""
+    for engine in (engines.vad, engines.stt, engines.llm, engines.tts, engines.turn):
+        aclose = getattr(engine, "aclose", None)
+        if aclose is not None:
+            await aclose()
