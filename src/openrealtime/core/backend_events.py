@@ -53,6 +53,13 @@ class TranscriptionFailed:
 
 
 @dataclass(frozen=True)
+class ResponseFirstToken:
+    """The language model produced its first token for this response (latency stamp)."""
+
+    response_id: str
+
+
+@dataclass(frozen=True)
 class ResponseText:
     """Assistant text. In audio mode: the transcript of the audio chunks that follow it."""
 
@@ -112,6 +119,7 @@ BackendEvent = (
     | TranscriptionDelta
     | TranscriptionCompleted
     | TranscriptionFailed
+    | ResponseFirstToken
     | ResponseText
     | ResponseAudio
     | ResponseToolCall

@@ -33,6 +33,7 @@ from openrealtime.core.conversation import (
 )
 from openrealtime.core.ids import IdFactory
 from openrealtime.core.input_buffer import BYTES_PER_MS, BYTES_PER_SAMPLE, InputAudioBuffer
+from openrealtime.core.latency import ArrivalClock, TurnLatency
 from openrealtime.core.output import ResponseWriter
 from openrealtime.core.responses import ResponseRun, Usage
 from openrealtime.core.state import SESSION_TRANSITIONS, InvalidTransition, SessionState, advance
@@ -126,6 +127,9 @@ class RealtimeSession:
         self._speech_item_id: str | None = None
         self._speech_start_sample = 0
         self._turn_model = turn_model
+        self._arrivals = ArrivalClock()
+        self._turn_latency: dict[str, TurnLatency] = {}
+        """Latency records by user item id, then by response id once a response answers."""
         self._pause: semantic.TurnPause | None = None
         self._configure_vad()
         # responses
@@ -204,6 +208,8 @@ class RealtimeSession:
                 self._on_transcription_completed(event)
             case be.TranscriptionFailed():
                 self._on_transcription_failed(event)
+            case be.ResponseFirstToken():
+                self._on_first_token(event)
             case be.ResponseText():
                 self._on_response_text(event)
             case be.ResponseAudio():
@@ -386,6 +392,7 @@ class RealtimeSession:
     def _append_audio(self, pcm: bytes, event_id: str | None = None) -> None:
         if not pcm:
             return
+        self._arrivals.mark(self._buffer.written + len(pcm) // BYTES_PER_SAMPLE, self.now_ms)
         if self._buffer.append(pcm):
             self._emit(
                 se.Error,
@@ -406,7 +413,7 @@ class RealtimeSession:
         self._pause = None
         pcm = self._buffer.take_all()
         self._commit_audio(item_id, pcm)
-        self._after_user_turn()
+        self._after_user_turn(item_id)
 
     def _clear_buffer(self) -> None:
         self._buffer.clear()
@@ -443,15 +450,18 @@ class RealtimeSession:
             )
         )
 
-    def _after_user_turn(self) -> None:
+    def _after_user_turn(self, item_id: str) -> None:
         """A user turn ended by VAD or timeout: answer it if the session says so."""
+        record = self._turn_latency.pop(item_id, None)
         td = self._turn_detection()
         if self.kind != "realtime" or td is None or not td.create_response:
             return
         if self._default_response is not None:
             self._auto_response_pending = True
             return
-        self._create_response(ce.ResponseCreateParams())
+        response_id = self._create_response(ce.ResponseCreateParams())
+        if record is not None:
+            self._turn_latency[response_id] = record
 
     # ------------------------------------------------------------------ turn detection
 
@@ -470,12 +480,32 @@ class RealtimeSession:
                 self._pause = semantic.TurnPause(
                     self._speech_item_id, change.speech_end_sample, change.sample
                 )
+                self._start_latency(self._speech_item_id, change.speech_end_sample)
             else:
+                if self._speech_item_id is not None:
+                    self._start_latency(self._speech_item_id, change.speech_end_sample)
                 self._speech_stopped(change.sample)
         if self._pause is not None:
             self._check_pause(self._pause)
         if self._speech_item_id is None:
             self._trim_idle_buffer()
+
+    def _start_latency(self, item_id: str, speech_end_sample: int) -> None:
+        # the last speech sample is the one before the silence began
+        speech_end = self._arrivals.arrival_ms(max(0, speech_end_sample - 1), self.now_ms)
+        self._turn_latency[item_id] = TurnLatency(item_id, speech_end, self.now_ms)
+
+    def take_latency(self, response_id: str) -> TurnLatency | None:
+        """The latency record of the turn this response answers, once its first output is out.
+
+        The driver calls it when it queues a response's first audio (or text) delta, stamps
+        ``first_sent_ms`` when the frame is written, and logs it. Returns None otherwise.
+        """
+        record = self._turn_latency.get(response_id)
+        if record is None or record.tts_first_ms is None:
+            return None
+        del self._turn_latency[response_id]
+        return record
 
     def _check_pause(self, pause: semantic.TurnPause) -> None:
         """During a pause under semantic_vad: end the turn at max wait, else ask the model."""
@@ -531,6 +561,8 @@ class RealtimeSession:
 
     def _speech_stopped(self, sample: int) -> None:
         item_id = self._speech_item_id or self.ids.new("item")
+        if (record := self._turn_latency.get(item_id)) is not None:
+            record.turn_end_ms = self.now_ms
         self._speech_item_id = None
         self._emit(
             se.InputAudioBufferSpeechStopped,
@@ -539,7 +571,7 @@ class RealtimeSession:
         )
         pcm = self._buffer.take(self._speech_start_sample, sample)
         self._commit_audio(item_id, pcm)
-        self._after_user_turn()
+        self._after_user_turn(item_id)
 
     def _idle_timeout(self) -> None:
         item_id = self.ids.new("item")
@@ -552,7 +584,7 @@ class RealtimeSession:
         )
         pcm = self._buffer.take_all()
         self._commit_audio(item_id, pcm)
-        self._after_user_turn()
+        self._after_user_turn(item_id)
 
     # ------------------------------------------------------------------ transcription
 
@@ -569,6 +601,9 @@ class RealtimeSession:
             )
 
     def _on_transcription_completed(self, event: be.TranscriptionCompleted) -> None:
+        for record in self._turn_latency.values():
+            if record.item_id == event.item_id:
+                record.stt_final_ms = self.now_ms
         entry = self.conversation.get(event.item_id)
         if entry is not None:
             entry.heard_text = event.transcript
@@ -684,7 +719,7 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------ responses
 
-    def _create_response(self, params: ce.ResponseCreateParams) -> None:
+    def _create_response(self, params: ce.ResponseCreateParams) -> str:
         config = self.config
         assert isinstance(config, RealtimeSessionConfig)
         in_conversation = params.conversation != "none"
@@ -745,6 +780,7 @@ class RealtimeSession:
         self._emit(se.ResponseCreated, response=run.payload())
         if not run.waiting_for:
             self._start_generation(run)
+        return run.id
 
     def _response_context(self, params: ce.ResponseCreateParams) -> tuple[list[Entry], set[str]]:
         """The context entries of a response and the user items still being transcribed."""
@@ -790,11 +826,24 @@ class RealtimeSession:
 
     def _on_response_text(self, event: be.ResponseText) -> None:
         if (run := self._active(event.response_id)) is not None:
+            if run.modality == "text":
+                self._stamp_first_output(run.id)
             self._writer.text(run, event)
 
     def _on_response_audio(self, event: be.ResponseAudio) -> None:
         if (run := self._active(event.response_id)) is not None:
+            self._stamp_first_output(run.id)
             self._writer.audio(run, event)
+
+    def _on_first_token(self, event: be.ResponseFirstToken) -> None:
+        record = self._turn_latency.get(event.response_id)
+        if record is not None and record.llm_first_ms is None:
+            record.llm_first_ms = self.now_ms
+
+    def _stamp_first_output(self, response_id: str) -> None:
+        record = self._turn_latency.get(response_id)
+        if record is not None and record.tts_first_ms is None:
+            record.tts_first_ms = self.now_ms
 
     def _on_tool_call(self, event: be.ResponseToolCall) -> None:
         if (run := self._active(event.response_id)) is not None:
@@ -873,6 +922,9 @@ class RealtimeSession:
             ],
         )
         del self._responses[run.id]
+        record = self._turn_latency.get(run.id)
+        if record is not None and record.tts_first_ms is None:
+            del self._turn_latency[run.id]  # no output: nothing to measure
         if self._default_response == run.id:
             self._default_response = None
             self._arm_idle_timer(run)

@@ -30,11 +30,12 @@ from openrealtime.core.commands import (
     Transcribe,
 )
 from openrealtime.core.ids import IdFactory, RandomIds
+from openrealtime.core.latency import TurnLatency
 from openrealtime.core.session import Limits, RealtimeSession
 from openrealtime.logging_setup import SessionLogger
 from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
 from openrealtime.protocol.errors import ProtocolError
-from openrealtime.protocol.server_events import ResponseOutputAudioDelta
+from openrealtime.protocol.server_events import ResponseOutputAudioDelta, ResponseOutputTextDelta
 from openrealtime.runtime.outbox import Frame, Outbox
 from openrealtime.runtime.pipeline import run_response, run_transcription, run_turn_evaluation
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
@@ -119,6 +120,8 @@ class SessionDriver:
         self._stall_s = float(config.outbound_stall_seconds)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._close: CloseSession | None = None
+        self.latencies: list[TurnLatency] = []
+        """Latency of each answered turn, in order (also logged at info level)."""
 
     async def run(self) -> None:
         """Serve the session; returns after the client left or the session closed."""
@@ -197,10 +200,13 @@ class SessionDriver:
             if not out.events and not out.commands:
                 return
             for event in out.events:
-                audio_of = (
-                    event.response_id if isinstance(event, ResponseOutputAudioDelta) else None
-                )
-                await self._send(Frame(dump_event(event), audio_of))
+                audio_of = None
+                latency = None
+                if isinstance(event, ResponseOutputAudioDelta):
+                    audio_of = event.response_id
+                if isinstance(event, (ResponseOutputAudioDelta, ResponseOutputTextDelta)):
+                    latency = self.session.take_latency(event.response_id)
+                await self._send(Frame(dump_event(event), audio_of, latency))
             for command in out.commands:
                 self._run(command)
 
@@ -217,6 +223,10 @@ class SessionDriver:
                 return
             try:
                 await self.transport.send_text(frame.text)
+                if frame.latency is not None:
+                    frame.latency.first_sent_ms = wall_ms()
+                    self.log.info("%s", frame.latency.describe())
+                    self.latencies.append(frame.latency)
             except TransportClosed:
                 # The main loop may be blocked on a full outbox; it learns of the close from
                 # the reader or the stall timeout, so never block here.

@@ -11,6 +11,8 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass
 
+from openrealtime.core.latency import TurnLatency
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -18,6 +20,8 @@ class Frame:
 
     text: str
     audio_of: str | None = None
+    latency: TurnLatency | None = None
+    """The turn whose first output this frame is; stamped and logged once it is written."""
 
 
 class Outbox:

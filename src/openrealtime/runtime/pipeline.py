@@ -132,7 +132,11 @@ async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
 
     try:
         done: GenerationDone | None = None
+        first = True
         async for event in engines.llm.generate(request):
+            if first:
+                first = False
+                await emit(be.ResponseFirstToken(rid))
             match event:
                 case TextChunk():
                     if speak:
