@@ -197,6 +197,13 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         choices=TURN_CHOICES,
         help=f"turn-completion model for semantic_vad (env {_env('turn')}; default {d.turn})",
     )
+    p.add_argument(
+        "--turn-model",
+        dest="turn_model_path",
+        metavar="PATH",
+        help="local Smart Turn ONNX file instead of the cached pinned one "
+        f"(env {_env('turn_model_path')})",
+    )
     for engine, example in (
         ("stt", "http://host:8000/v1"),
         ("llm", "http://host:11434/v1"),
@@ -258,6 +265,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             llm=args.llm,
             tts=args.tts,
             turn=args.turn,
+            turn_model_path=args.turn_model_path,
             engine_timeout=args.engine_timeout,
             **{
                 f"{engine}_{part}": getattr(args, f"{engine}_{part}")

@@ -29,7 +29,7 @@ LLM_CHOICES: tuple[str, ...] = ("fake", "openai-compatible")
 TTS_CHOICES: tuple[str, ...] = ("fake", "openai-compatible")
 """Text-to-speech engines the server knows (``--tts``)."""
 
-TURN_CHOICES: tuple[str, ...] = ("none",)
+TURN_CHOICES: tuple[str, ...] = ("none", "smart-turn")
 """Turn-completion models for ``semantic_vad`` (``--turn``); ``none`` ends turns on silence."""
 
 LOG_LEVEL_CHOICES: tuple[str, ...] = ("critical", "error", "warning", "info", "debug", "trace")
@@ -105,6 +105,9 @@ class Config:
 
     turn: str = "none"
     """Turn-completion model used by ``semantic_vad``, one of :data:`TURN_CHOICES`."""
+
+    turn_model_path: str | None = None
+    """A local Smart Turn ONNX file to use instead of the cached pinned one."""
 
     stt_base_url: str | None = None
     """API root of a remote STT (``--stt openai-compatible``), e.g. ``http://host:8000/v1``."""

@@ -30,7 +30,7 @@ from pydantic import Field, TypeAdapter
 
 from openrealtime.app import create_app
 from openrealtime.audio.resample import resample
-from openrealtime.backends.base import Engines
+from openrealtime.backends.base import Engines, TurnDetector
 from openrealtime.backends.fake import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech
 from openrealtime.backends.vad_silero import SileroVad
 from openrealtime.config import Config
@@ -168,6 +168,7 @@ def engines_with(
     stt: FakeSpeechToText | None = None,
     llm: FakeLanguageModel | None = None,
     tts: FakeTextToSpeech | None = None,
+    turn: TurnDetector | None = None,
 ) -> Engines:
     """Real Silero VAD plus the deterministic fakes (each overridable)."""
     return Engines(
@@ -175,6 +176,7 @@ def engines_with(
         stt=stt or FakeSpeechToText(),
         llm=llm or FakeLanguageModel(),
         tts=tts or FakeTextToSpeech(),
+        turn=turn,
     )
 
 

@@ -95,6 +95,11 @@ def build_turn(config: Config) -> TurnDetector | None:
     """Create the semantic_vad turn model, or None (turns then end on silence)."""
     if config.turn == "none":
         return None
+    if config.turn == "smart-turn":
+        from openrealtime.backends.turn_smart import SmartTurnDetector
+
+        cache = Path(config.cache_dir) if config.cache_dir else None
+        return SmartTurnDetector.from_cache(cache_dir=cache, local_path=config.turn_model_path)
     raise ValueError(f"unknown turn model {config.turn!r}; choose one of {TURN_CHOICES}")
 
 

@@ -515,10 +515,10 @@ class RealtimeSession:
         max_wait = semantic.MAX_WAIT_MS[td.eagerness] * SESSION_RATE // 1000
         if position - pause.speech_end >= max_wait:
             self._end_pause(position)
-        elif not pause.asking and position >= pause.next_check:
-            pause.asking = True
-            pause.next_check = position + semantic.RECHECK_MS * SESSION_RATE // 1000
-            pcm = self._buffer.peek(self._speech_start_sample, position)
+        elif not pause.asked and position >= pause.ask_at:
+            pause.asked = True
+            shown = pause.speech_end + semantic.FIRST_CHECK_MS * SESSION_RATE // 1000
+            pcm = self._buffer.peek(self._speech_start_sample, min(position, shown))
             self._out.commands.append(EvaluateTurn(pause.item_id, pcm))
 
     def _on_turn_evaluated(self, event: be.TurnEvaluated) -> None:
@@ -526,7 +526,6 @@ class RealtimeSession:
         td = self._turn_detection()
         if pause is None or pause.item_id != event.item_id or not isinstance(td, SemanticVad):
             return
-        pause.asking = False
         if event.probability >= semantic.THRESHOLDS[td.eagerness]:
             self._end_pause(self._vad.position)
 
