@@ -43,7 +43,9 @@ parallel (measured on 2 cores, two 80-token answers at once: 64-82 tok/s in tota
 **Tools.** Every tool is listed in the system message (the same text whatever ``tool_choice``
 is, so the cached prefix survives a change of choice); an earlier call is rendered in the
 assistant turn as the JSON line ``{"name": ..., "arguments": {...}}`` and its result as a user
-turn ``Result of <name>: <output>`` (the model was never trained on a ``tool`` role).
+turn, ``The function <name> returned: <output>`` plus a request to say what it means in one
+short sentence (the model was never trained on a ``tool`` role; shown the bare result, it
+repeated the JSON call in 4 of 4 trials, with this wording it answered in a sentence 4/4).
 
 * ``"required"`` or a function name: the call is forced. With several tools the name is
   chosen first, constrained to the tool names; then the arguments are generated constrained by
@@ -120,6 +122,8 @@ _TOOLS_HEADER = (
     "You can call these functions. To call one, reply with only a JSON object "
     '{"name": <function name>, "arguments": <arguments object>}.'
 )
+_TOOL_RESULT = "The function {} returned: {}\nTell me what this means in one short sentence."
+"""How a tool result is shown to the model: as a user turn (see the module docstring)."""
 _AMX_MARK = "_openrealtime_no_extra_bufts"
 _AMX_LOCK = threading.Lock()
 
@@ -781,15 +785,16 @@ def _to_template_messages(
 ) -> list[dict[str, str]]:
     """Our messages as the plain role/content dicts a chat template expects.
 
-    Tool calls become JSON lines in the assistant turn; tool results become user turns, since
-    a small chat model has never seen a ``tool`` role. Tools are listed in the system message.
+    Tool calls become JSON lines in the assistant turn; tool results become user turns
+    (:data:`_TOOL_RESULT`), since a small chat model has never seen a ``tool`` role. Tools are
+    listed in the system message.
     """
     names = {call.call_id: call.name for m in messages for call in m.tool_calls}
     out: list[dict[str, str]] = []
     for message in messages:
         if message.role == "tool":
-            name = names.get(message.tool_call_id or "", "the function")
-            out.append({"role": "user", "content": f"Result of {name}: {message.content}"})
+            name = names.get(message.tool_call_id or "", "") or "you called"
+            out.append({"role": "user", "content": _TOOL_RESULT.format(name, message.content)})
             continue
         content = message.content
         if message.role == "assistant" and message.tool_calls:
