@@ -193,6 +193,19 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help=f"text-to-speech engine (env {_env('tts')}; default {d.tts})",
     )
     p.add_argument(
+        "--llm-model-path",
+        metavar="GGUF",
+        help="local GGUF file for --llm llamacpp instead of the cached SmolLM2-135M-Instruct "
+        f"(env {_env('llm_model_path')})",
+    )
+    p.add_argument(
+        "--llm-threads",
+        type=int,
+        metavar="N",
+        help=f"CPU threads of the embedded LLM (env {_env('llm_threads')}; "
+        f"default {d.llm_threads})",
+    )
+    p.add_argument(
         "--turn",
         choices=TURN_CHOICES,
         help=f"turn-completion model for semantic_vad (env {_env('turn')}; default {d.turn})",
@@ -265,6 +278,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             llm=args.llm,
             tts=args.tts,
             turn=args.turn,
+            llm_model_path=args.llm_model_path,
+            llm_threads=args.llm_threads,
             turn_model_path=args.turn_model_path,
             engine_timeout=args.engine_timeout,
             **{

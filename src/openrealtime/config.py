@@ -20,13 +20,13 @@ ENV_PREFIX = "OPENREALTIME_"
 VAD_CHOICES: tuple[str, ...] = ("silero", "energy")
 """Voice-activity detectors the server knows (``--vad``)."""
 
-STT_CHOICES: tuple[str, ...] = ("fake", "openai-compatible")
+STT_CHOICES: tuple[str, ...] = ("pocketsphinx", "openai-compatible", "fake")
 """Speech-to-text engines the server knows (``--stt``)."""
 
-LLM_CHOICES: tuple[str, ...] = ("fake", "openai-compatible")
+LLM_CHOICES: tuple[str, ...] = ("llamacpp", "openai-compatible", "fake")
 """Language-model engines the server knows (``--llm``)."""
 
-TTS_CHOICES: tuple[str, ...] = ("fake", "openai-compatible")
+TTS_CHOICES: tuple[str, ...] = ("espeak", "flite", "openai-compatible", "fake")
 """Text-to-speech engines the server knows (``--tts``)."""
 
 TURN_CHOICES: tuple[str, ...] = ("none", "smart-turn")
@@ -94,20 +94,26 @@ class Config:
     vad_model_path: str | None = None
     """A local Silero ONNX file to use instead of the cached pinned one."""
 
-    stt: str = "fake"
+    stt: str = "pocketsphinx"
     """Speech-to-text engine, one of :data:`STT_CHOICES`."""
 
-    llm: str = "fake"
+    llm: str = "llamacpp"
     """Language-model engine, one of :data:`LLM_CHOICES`."""
 
-    tts: str = "fake"
+    tts: str = "espeak"
     """Text-to-speech engine, one of :data:`TTS_CHOICES`."""
 
-    turn: str = "none"
+    turn: str = "smart-turn"
     """Turn-completion model used by ``semantic_vad``, one of :data:`TURN_CHOICES`."""
 
     turn_model_path: str | None = None
     """A local Smart Turn ONNX file to use instead of the cached pinned one."""
+
+    llm_model_path: str | None = None
+    """A local GGUF file for ``--llm llamacpp`` instead of the cached SmolLM2-135M-Instruct."""
+
+    llm_threads: int = 2
+    """CPU threads of the embedded LLM (1 is faster when other work shares the cores)."""
 
     stt_base_url: str | None = None
     """API root of a remote STT (``--stt openai-compatible``), e.g. ``http://host:8000/v1``."""
@@ -188,6 +194,7 @@ class Config:
             "ws_ping_timeout": self.ws_ping_timeout,
             "outbound_queue_max": self.outbound_queue_max,
             "outbound_stall_seconds": self.outbound_stall_seconds,
+            "llm_threads": self.llm_threads,
         }
         for name, number in positive.items():
             if number <= 0:

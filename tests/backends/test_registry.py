@@ -22,6 +22,7 @@ async def test_remote_engines_from_config() -> None:
         llm_model="qwen2.5:7b",
         tts="openai-compatible",
         tts_base_url="http://127.0.0.1:9/v1",
+        turn="none",
     )
     engines = build_engines(config)
     assert isinstance(engines.stt, OpenAICompatibleSTT)
@@ -31,8 +32,19 @@ async def test_remote_engines_from_config() -> None:
     await close_engines(engines)
 
 
-def test_fakes_by_default_and_remote_needs_a_url() -> None:
-    engines = build_engines(Config(vad="energy"))
+def test_embedded_engines_are_the_default() -> None:
+    config = Config()
+    assert (config.vad, config.stt, config.llm, config.tts, config.turn) == (
+        "silero",
+        "pocketsphinx",
+        "llamacpp",
+        "espeak",
+        "smart-turn",
+    )
+
+
+def test_fakes_on_request_and_remote_needs_a_url() -> None:
+    engines = build_engines(Config(vad="energy", stt="fake", llm="fake", tts="fake", turn="none"))
     assert isinstance(engines.llm, FakeLanguageModel)
     with pytest.raises(ValueError, match="llm_base_url"):
         Config(llm="openai-compatible", llm_model="m")

@@ -6,6 +6,7 @@ its dependencies (house rule 4).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from openrealtime.backends.base import (
@@ -39,6 +40,10 @@ def build_vad(config: Config) -> VoiceActivityDetector:
 
 def build_stt(config: Config) -> SpeechToText:
     """Create the speech-to-text engine."""
+    if config.stt == "pocketsphinx":
+        from openrealtime.backends.stt_pocketsphinx import PocketsphinxSpeechToText
+
+        return PocketsphinxSpeechToText()
     if config.stt == "fake":
         from openrealtime.backends.fake import FakeSpeechToText
 
@@ -58,6 +63,13 @@ def build_stt(config: Config) -> SpeechToText:
 
 def build_llm(config: Config) -> LanguageModel:
     """Create the language model engine."""
+    if config.llm == "llamacpp":
+        from openrealtime.backends.llm_llamacpp import LlamaCppLanguageModel
+
+        cache = Path(config.cache_dir) if config.cache_dir else None
+        return LlamaCppLanguageModel.from_cache(
+            cache_dir=cache, local_path=config.llm_model_path, n_threads=config.llm_threads
+        )
     if config.llm == "fake":
         from openrealtime.backends.fake import FakeLanguageModel
 
@@ -74,6 +86,14 @@ def build_llm(config: Config) -> LanguageModel:
 
 def build_tts(config: Config) -> TextToSpeech:
     """Create the text-to-speech engine."""
+    if config.tts == "espeak":
+        from openrealtime.backends.tts_espeak import EspeakTextToSpeech
+
+        return EspeakTextToSpeech()
+    if config.tts == "flite":
+        from openrealtime.backends.tts_flite import FliteTextToSpeech
+
+        return FliteTextToSpeech()
     if config.tts == "fake":
         from openrealtime.backends.fake import FakeTextToSpeech
 
@@ -115,8 +135,14 @@ def build_engines(config: Config) -> Engines:
 
 
 async def close_engines(engines: Engines) -> None:
-    """Release engines that hold resources (HTTP connection pools); call at shutdown."""
+    """Release engines that hold resources (connection pools, decoder processes, models).
+
+    Call at shutdown. Engines close through ``aclose()`` when they have one, else ``close()``.
+    """
     for engine in (engines.vad, engines.stt, engines.llm, engines.tts, engines.turn):
         aclose = getattr(engine, "aclose", None)
+        close = getattr(engine, "close", None)
         if aclose is not None:
             await aclose()
+        elif close is not None:
+            await asyncio.to_thread(close)
