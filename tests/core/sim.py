@@ -16,7 +16,7 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import Field, TypeAdapter
 
 from openrealtime.core import backend_events as be
-from openrealtime.core.commands import Command, DetectSpeech
+from openrealtime.core.commands import Command, DetectSpeech, Listen, StopListening
 from openrealtime.core.ids import SequentialIds
 from openrealtime.core.session import Limits, RealtimeSession
 from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
@@ -28,6 +28,8 @@ T0 = 1_760_000_000_000
 RATE = 24_000
 FRAME = 768
 """Samples per VAD probability (Silero's 32 ms frame at 24 kHz)."""
+
+AUDIO_PLUMBING = (DetectSpeech, Listen, StopListening)
 
 ORACLE: TypeAdapter[Any] = TypeAdapter(Annotated[RealtimeServerEvent, Field(discriminator="type")])
 
@@ -139,9 +141,13 @@ class Sim:
         return out
 
     def commands(self, *, speech: bool = False) -> list[Command]:
-        """The commands emitted since the last call (``DetectSpeech`` only if ``speech``)."""
+        """The commands emitted since the last call.
+
+        Audio plumbing (``DetectSpeech``, ``Listen``, ``StopListening``) is included only if
+        ``speech``.
+        """
         out, self._commands = self._commands, []
-        return [c for c in out if speech or not isinstance(c, DetectSpeech)]
+        return [c for c in out if speech or not isinstance(c, AUDIO_PLUMBING)]
 
     def types(self) -> list[str]:
         """The types of the events emitted since the last call."""

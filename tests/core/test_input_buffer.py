@@ -138,3 +138,22 @@ def test_push_to_talk_turn() -> None:
     (command,) = sim.commands()
     assert isinstance(command, Generate)
     assert [(m.role, m.content) for m in command.messages] == [("user", "what time is it")]
+
+
+def test_speech_is_streamed_to_listen_while_the_user_speaks() -> None:
+    from openrealtime.core.commands import Listen, StopListening
+    from tests.core.sim import FRAME, frames_pcm
+
+    sim = Sim()
+    sim.audio(frames_pcm(12))
+    sim.commands(speech=True)
+    sim.vad([0.0] * 10 + [0.9] * 2)  # speech starts in frame 10
+    listen = [c for c in sim.commands(speech=True) if isinstance(c, Listen)]
+    assert len(listen) == 1 and listen[0].item_id == "item_1"
+    # prefix padding (300 ms) before the speech frame, up to what is buffered
+    assert len(listen[0].pcm16) == (2 * FRAME + 300 * 24) * 2
+    sim.audio(frames_pcm(1))
+    more = [c for c in sim.commands(speech=True) if isinstance(c, Listen)]
+    assert [len(c.pcm16) for c in more] == [FRAME * 2]
+    sim.send({"type": "input_audio_buffer.clear"})
+    assert sim.commands(speech=True) == [StopListening("item_1")]

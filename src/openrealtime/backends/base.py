@@ -104,6 +104,35 @@ class SpeechToText(Protocol):
         ...
 
 
+@runtime_checkable
+class SpeechStream(Protocol):
+    """One utterance recognised while it is being spoken (see :class:`StreamingSpeechToText`)."""
+
+    async def afeed(self, pcm16: bytes) -> str | None:
+        """Decode more audio at the engine's rate; may return the current partial text."""
+        ...
+
+    async def afinish(self) -> str:
+        """End the utterance and return the final transcript."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the stream (after :meth:`afinish`, or to abandon it)."""
+        ...
+
+
+@runtime_checkable
+class StreamingSpeechToText(SpeechToText, Protocol):
+    """An STT engine that can decode while the user speaks.
+
+    The final text is then ready moments after the turn ends instead of a full decode later.
+    """
+
+    async def aopen_stream(self) -> SpeechStream:
+        """Start recognising one utterance."""
+        ...
+
+
 # --------------------------------------------------------------------------- LLM
 
 

@@ -28,6 +28,25 @@ class EvaluateTurn:
 
 
 @dataclass(frozen=True)
+class Listen:
+    """Speech audio of a user turn still being spoken (PCM16, 24 kHz), in order.
+
+    A streaming STT engine may decode it as it comes; the :class:`Transcribe` for the same item
+    then only has to finish the stream. Engines that cannot stream ignore it.
+    """
+
+    item_id: str
+    pcm16: bytes
+
+
+@dataclass(frozen=True)
+class StopListening:
+    """The speech of this item was thrown away (buffer cleared); drop its stream."""
+
+    item_id: str
+
+
+@dataclass(frozen=True)
 class Transcribe:
     """Transcribe a committed user audio item (PCM16, 24 kHz)."""
 
@@ -69,4 +88,13 @@ class CloseSession:
     reason: str
 
 
-Command = DetectSpeech | EvaluateTurn | Transcribe | Generate | CancelResponse | CloseSession
+Command = (
+    DetectSpeech
+    | EvaluateTurn
+    | Listen
+    | StopListening
+    | Transcribe
+    | Generate
+    | CancelResponse
+    | CloseSession
+)

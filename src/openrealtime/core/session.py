@@ -24,6 +24,8 @@ from openrealtime.core.commands import (
     DetectSpeech,
     EvaluateTurn,
     Generate,
+    Listen,
+    StopListening,
     Transcribe,
 )
 from openrealtime.core.conversation import (
@@ -332,6 +334,7 @@ class RealtimeSession:
         if td is None:
             if self._speech_item_id is not None:
                 self._vad.reset()
+                self._out.commands.append(StopListening(self._speech_item_id))
                 self._speech_item_id = None
                 self._pause = None
             self._idle_deadline_ms = None
@@ -402,6 +405,8 @@ class RealtimeSession:
                     "clear the buffer.",
                 ).payload(event_id),
             )
+        if self._speech_item_id is not None:
+            self._out.commands.append(Listen(self._speech_item_id, pcm))
         self._out.commands.append(DetectSpeech(pcm))
 
     def _commit_event(self) -> None:
@@ -418,6 +423,8 @@ class RealtimeSession:
     def _clear_buffer(self) -> None:
         self._buffer.clear()
         self._vad.reset()
+        if self._speech_item_id is not None:
+            self._out.commands.append(StopListening(self._speech_item_id))
         self._speech_item_id = None
         self._pause = None
         self._emit(se.InputAudioBufferCleared)
@@ -548,6 +555,8 @@ class RealtimeSession:
         self._idle_deadline_ms = None
         self._speech_item_id = self.ids.new("item")
         self._speech_start_sample = max(self._buffer.start, change.sample - self._prefix_samples())
+        heard = self._buffer.peek(self._speech_start_sample, self._buffer.written)
+        self._out.commands.append(Listen(self._speech_item_id, heard))
         self._emit(
             se.InputAudioBufferSpeechStarted,
             audio_start_ms=self._speech_start_sample * 1000 // SESSION_RATE,

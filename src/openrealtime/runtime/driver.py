@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from openrealtime.backends.base import Engines, VadStream
+from openrealtime.backends.base import Engines, StreamingSpeechToText, VadStream
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import (
     CancelResponse,
@@ -27,6 +27,8 @@ from openrealtime.core.commands import (
     DetectSpeech,
     EvaluateTurn,
     Generate,
+    Listen,
+    StopListening,
     Transcribe,
 )
 from openrealtime.core.ids import IdFactory, RandomIds
@@ -36,6 +38,7 @@ from openrealtime.logging_setup import SessionLogger
 from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.server_events import ResponseOutputAudioDelta, ResponseOutputTextDelta
+from openrealtime.runtime.listener import Listener
 from openrealtime.runtime.outbox import Frame, Outbox
 from openrealtime.runtime.pipeline import run_response, run_transcription, run_turn_evaluation
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
@@ -119,6 +122,7 @@ class SessionDriver:
         self._outbox = Outbox(config.outbound_queue_max)
         self._stall_s = float(config.outbound_stall_seconds)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._listeners: dict[str, Listener] = {}
         self._close: CloseSession | None = None
         self.latencies: list[TurnLatency] = []
         """Latency of each answered turn, in order (also logged at info level)."""
@@ -145,9 +149,11 @@ class SessionDriver:
             self._close = CloseSession(1008, "client is not reading events")
         finally:
             reader.cancel()
-            for task in self._tasks.values():
+            tasks = [*self._tasks.values(), *(lis.task for lis in self._listeners.values())]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reader, *self._tasks.values(), return_exceptions=True)
+            await asyncio.gather(reader, *tasks, return_exceptions=True)
+            self._listeners.clear()
             self._tasks.clear()
             self._vad.close()
             self._outbox.end()
@@ -247,6 +253,20 @@ class SessionDriver:
                     f"turn:{command.item_id}",
                     run_turn_evaluation(command, self.engines, self._emit_backend),
                 )
+            case Listen():
+                self._listen(command)
+            case StopListening():
+                listener = self._listeners.pop(command.item_id, None)
+                if listener is not None:
+                    listener.task.cancel()
+            case Transcribe() if command.item_id in self._listeners:
+                # Decoded while it was spoken: only the final text is left to get.
+                listener = self._listeners.pop(command.item_id)
+                listener.finish()
+                self._tasks[f"stt:{command.item_id}"] = listener.task
+                listener.task.add_done_callback(
+                    functools.partial(self._forget, f"stt:{command.item_id}")
+                )
             case Transcribe():
                 self._spawn(
                     f"stt:{command.item_id}",
@@ -266,6 +286,16 @@ class SessionDriver:
                 )
             case CloseSession():
                 self._close = command
+
+    def _listen(self, command: Listen) -> None:
+        listener = self._listeners.get(command.item_id)
+        if listener is None:
+            stt = self.engines.stt
+            if not isinstance(stt, StreamingSpeechToText):
+                return
+            listener = Listener(stt, command.item_id, self._emit_backend)
+            self._listeners[command.item_id] = listener
+        listener.feed(command.pcm16)
 
     def _spawn(self, key: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -1,0 +1,74 @@
+"""Recognising a user turn while it is spoken, for STT engines that can stream.
+
+The core sends the speech of a turn as :class:`~openrealtime.core.commands.Listen` pieces while
+the user talks; a :class:`Listener` feeds them, resampled, to the engine's stream in order. When
+the turn is committed, :meth:`Listener.finish` asks for the final text, which is then ready
+about as fast as the decoder can close the utterance (tens of ms) instead of after a full
+decode of the whole item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from openrealtime.audio.pcm import SESSION_RATE
+from openrealtime.audio.resample import StreamResampler
+from openrealtime.backends.base import SpeechStream, StreamingSpeechToText
+from openrealtime.backends.errors import BackendError
+from openrealtime.core import backend_events as be
+from openrealtime.runtime.pipeline import Emit
+
+log = logging.getLogger(__name__)
+
+_FINISH = object()
+
+
+class Listener:
+    """One streaming recognition, owned by the session driver; feed, then finish or cancel."""
+
+    def __init__(self, stt: StreamingSpeechToText, item_id: str, emit: Emit) -> None:
+        self.item_id = item_id
+        self._stt = stt
+        self._emit = emit
+        self._queue: asyncio.Queue[bytes | object] = asyncio.Queue()
+        self._samples = 0
+        self.task = asyncio.create_task(self._run())
+
+    def feed(self, pcm16: bytes) -> None:
+        """Queue more speech (PCM16, 24 kHz); never blocks."""
+        self._samples += len(pcm16) // 2
+        self._queue.put_nowait(pcm16)
+
+    def finish(self) -> None:
+        """The turn was committed: produce the final transcript (as backend events)."""
+        self._queue.put_nowait(_FINISH)
+
+    async def _run(self) -> None:
+        stream: SpeechStream | None = None
+        try:
+            stream = await self._stt.aopen_stream()
+            resampler = StreamResampler(SESSION_RATE, self._stt.sample_rate)
+            while (piece := await self._queue.get()) is not _FINISH:
+                assert isinstance(piece, bytes)
+                pcm = resampler.process(piece)
+                if pcm:
+                    await stream.afeed(pcm)
+            tail = resampler.flush()
+            if tail:
+                await stream.afeed(tail)
+            text = (await stream.afinish()).strip()
+            if text:
+                await self._emit(be.TranscriptionDelta(self.item_id, text))
+            seconds = self._samples / SESSION_RATE
+            await self._emit(be.TranscriptionCompleted(self.item_id, text, seconds))
+        except BackendError as exc:
+            await self._emit(be.TranscriptionFailed(self.item_id, exc.code, exc.message))
+        except Exception as exc:  # an engine bug must not kill the session
+            log.exception("streaming transcription crashed")
+            await self._emit(be.TranscriptionFailed(self.item_id, "server_error", repr(exc)))
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(stream.aclose())
