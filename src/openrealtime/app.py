@@ -41,9 +41,11 @@ class Services:
 
 async def _build_engines(config: Config) -> Engines:
     """Build the configured engines through ``backends.registry`` (imports them lazily)."""
-    from openrealtime.backends.registry import build_engines
+    from openrealtime.backends.registry import build_engines, warm_up_engines
 
-    return build_engines(config)
+    engines = build_engines(config)
+    await warm_up_engines(engines)
+    return engines
 
 
 def _openai_error(status: int, message: str, code: str | None, type_: str) -> JSONResponse:

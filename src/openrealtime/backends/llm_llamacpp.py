@@ -291,6 +291,8 @@ class LlamaCppLanguageModel:
                 slot.llm.close()
             raise ModelFileError(f"cannot load llama.cpp model {path}: {exc}") from exc
         self._slots = slots
+        self.instances = instances
+        """How many generations can run at once (one per loaded instance)."""
         first = slots[0].llm
         self.n_ctx = first.n_ctx()
         self._vocab = llama_cpp.llama_model_get_vocab(first.model)

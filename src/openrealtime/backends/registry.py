@@ -10,7 +10,9 @@ import asyncio
 from pathlib import Path
 
 from openrealtime.backends.base import (
+    ChatMessage,
     Engines,
+    GenerationRequest,
     LanguageModel,
     SpeechToText,
     TextToSpeech,
@@ -22,6 +24,7 @@ from openrealtime.config import STT_CHOICES as STT_ENGINES
 from openrealtime.config import TTS_CHOICES as TTS_ENGINES
 from openrealtime.config import TURN_CHOICES, Config
 from openrealtime.config import VAD_CHOICES as VAD_ENGINES
+from openrealtime.protocol.session_config import DEFAULT_INSTRUCTIONS
 
 
 def build_vad(config: Config) -> VoiceActivityDetector:
@@ -132,6 +135,34 @@ def build_engines(config: Config) -> Engines:
         tts=build_tts(config),
         turn=build_turn(config),
     )
+
+
+async def warm_up_engines(engines: Engines) -> None:
+    """Pay start-up costs before the first user does; call once after :func:`build_engines`.
+
+    Starts STT decoders that are created lazily, and lets every LLM instance read the default
+    instructions, so a session's first turn reuses them from the KV cache instead of
+    spending ~0.5 s on them (measured with the embedded stack).
+    """
+    stt_warm_up = getattr(engines.stt, "warm_up", None)
+    if stt_warm_up is not None:
+        await asyncio.to_thread(stt_warm_up, 2)
+    instances = int(getattr(engines.llm, "instances", 1) or 1)
+
+    async def prime(index: int) -> None:
+        request = GenerationRequest(
+            messages=(ChatMessage("system", DEFAULT_INSTRUCTIONS), ChatMessage("user", "Hi")),
+            max_output_tokens=1,
+            session_key=f"warm-up-{index}",
+        )
+        async for _ in engines.llm.generate(request):
+            pass
+        forget = getattr(engines.llm, "forget", None)
+        if forget is not None:
+            forget(request.session_key)
+
+    if engines.llm.name != "fake":
+        await asyncio.gather(*(prime(i) for i in range(instances)))
 
 
 async def close_engines(engines: Engines) -> None:

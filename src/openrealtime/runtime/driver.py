@@ -156,6 +156,9 @@ class SessionDriver:
             self._listeners.clear()
             self._tasks.clear()
             self._vad.close()
+            forget = getattr(self.engines.llm, "forget", None)
+            if forget is not None:  # the session's saved KV cache is no longer needed
+                forget(self.session.id)
             self._outbox.end()
             if self._close is not None:
                 # Let queued events reach the client before the close frame.
