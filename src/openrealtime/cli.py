@@ -193,6 +193,12 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help=f"text-to-speech engine (env {_env('tts')}; default {d.tts})",
     )
     p.add_argument(
+        "--stt-model-path",
+        metavar="DIR",
+        help="CTranslate2 Whisper model directory (or size name) for --stt faster-whisper "
+        f"(env {_env('stt_model_path')})",
+    )
+    p.add_argument(
         "--llm-model-path",
         metavar="GGUF",
         help="local GGUF file for --llm llamacpp instead of the cached SmolLM2-135M-Instruct "
@@ -279,6 +285,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             tts=args.tts,
             turn=args.turn,
             llm_model_path=args.llm_model_path,
+            stt_model_path=args.stt_model_path,
             llm_threads=args.llm_threads,
             turn_model_path=args.turn_model_path,
             engine_timeout=args.engine_timeout,

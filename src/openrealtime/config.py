@@ -20,7 +20,7 @@ ENV_PREFIX = "OPENREALTIME_"
 VAD_CHOICES: tuple[str, ...] = ("silero", "energy")
 """Voice-activity detectors the server knows (``--vad``)."""
 
-STT_CHOICES: tuple[str, ...] = ("pocketsphinx", "openai-compatible", "fake")
+STT_CHOICES: tuple[str, ...] = ("pocketsphinx", "openai-compatible", "faster-whisper", "fake")
 """Speech-to-text engines the server knows (``--stt``)."""
 
 LLM_CHOICES: tuple[str, ...] = ("llamacpp", "openai-compatible", "fake")
@@ -115,6 +115,9 @@ class Config:
     llm_threads: int = 2
     """CPU threads of the embedded LLM (1 is faster when other work shares the cores)."""
 
+    stt_model_path: str | None = None
+    """Model for ``--stt faster-whisper``: a CTranslate2 Whisper directory or a size name."""
+
     stt_base_url: str | None = None
     """API root of a remote STT (``--stt openai-compatible``), e.g. ``http://host:8000/v1``."""
 
@@ -208,6 +211,8 @@ class Config:
                 self, f"{engine}_base_url"
             ):
                 raise ValueError(f"{engine} openai-compatible needs {engine}_base_url")
+        if self.stt == "faster-whisper" and not self.stt_model_path:
+            raise ValueError("stt faster-whisper needs stt_model_path (a model directory)")
         if self.llm == "openai-compatible" and not self.llm_model:
             raise ValueError("llm openai-compatible needs llm_model (the server's model name)")
 

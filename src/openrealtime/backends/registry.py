@@ -47,6 +47,11 @@ def build_stt(config: Config) -> SpeechToText:
         from openrealtime.backends.stt_pocketsphinx import PocketsphinxSpeechToText
 
         return PocketsphinxSpeechToText()
+    if config.stt == "faster-whisper":
+        from openrealtime.backends.stt_faster_whisper import FasterWhisperSpeechToText
+
+        assert config.stt_model_path is not None  # Config checks it
+        return FasterWhisperSpeechToText(config.stt_model_path)
     if config.stt == "fake":
         from openrealtime.backends.fake import FakeSpeechToText
 
