@@ -439,3 +439,26 @@ def test_bounded_schema_caps_strings_and_closes_objects() -> None:
     assert bounded["additionalProperties"] is False
     assert "maxLength" not in schema["properties"]["name"]  # type: ignore[index]
     assert _bounded_schema({}, 50) == {"type": "object"}
+
+
+async def test_a_long_conversation_drops_old_turns_in_blocks_and_keeps_its_cache() -> None:
+    """Past the context, old turns go in a block; the next turns still reuse the KV prefix."""
+    small = LlamaCppLanguageModel.from_cache(instances=1, n_threads=THREADS, n_ctx=512)
+    try:
+        history = [SYSTEM]
+        filler = "Please remember this sentence about the weather in a quiet town. " * 3
+        reread: list[int] = []
+        for turn in range(14):
+            history.append(ChatMessage("user", f"Turn {turn}. {filler}"))
+            request = GenerationRequest(history, session_key="long", max_output_tokens=8)
+            events, _ = await collect(small, request)
+            done = done_of(events)
+            reread.append(done.input_tokens - done.cached_tokens)
+            history.append(ChatMessage("assistant", text_of(events) or "Noted."))
+        # The conversation outgrew 512 tokens several times over, yet most turns read only
+        # their new message: a full re-read happened at most a few times, not on every turn.
+        full_rereads = sum(1 for n in reread if n > 200)
+        assert full_rereads <= 3, reread
+        assert max(reread[-3:]) < 200 or reread[-1] < 200, reread
+    finally:
+        small.close()

@@ -312,6 +312,8 @@ class LlamaCppLanguageModel:
         self._cond = threading.Condition()
         self._tick = 0
         self._saved: OrderedDict[str, _Saved] = OrderedDict()
+        self._dropped: dict[str | None, int] = {}
+        """Per session: how many of the oldest messages the prompt leaves out (see _prompt)."""
         self._saved_bytes = 0
         self._runs: set[_Run] = set()
         self._jobs: set[concurrent.futures.Future[None]] = set()
@@ -383,6 +385,7 @@ class LlamaCppLanguageModel:
     def forget(self, session_key: str) -> None:
         """Drop a finished session's saved KV state; call when the session closes."""
         with self._cond:
+            self._dropped.pop(session_key, None)
             saved = self._saved.pop(session_key, None)
             if saved is not None:
                 self._saved_bytes -= len(saved.data)
@@ -522,7 +525,7 @@ class LlamaCppLanguageModel:
                 f"tool_choice names {choice!r}, which is not among the tools",
                 code="invalid_tool_choice",
             )
-        prompt, tokens = self._prompt(llm, request.messages, tools, limit)
+        prompt, tokens = self._prompt(llm, request.messages, tools, limit, request.session_key)
         cached = self._prefill(run, llm, tokens)
 
         forced: str | None = None
@@ -617,15 +620,29 @@ class LlamaCppLanguageModel:
         messages: Sequence[ChatMessage],
         tools: Sequence[ToolSpec],
         limit: int,
+        session_key: str | None = None,
     ) -> tuple[str, list[int]]:
-        """Render and tokenize, dropping the oldest turns until the prompt fits the context."""
+        """Render and tokenize, dropping the oldest turns until the prompt fits the context.
+
+        Dropping old turns breaks the KV prefix, so the whole conversation is read again (6-8 s
+        for ~1,400 tokens on 2 cores). To make that rare, a session's drop point is sticky and
+        moves in blocks: when the prompt overflows, turns are dropped until it fills only half
+        of the room, and later turns keep dropping exactly those, so the prefix stays stable
+        until the conversation has grown by half a context again.
+        """
         rendered = _to_template_messages(messages, tools)
         reserve = max(_MIN_RESERVE, min(limit, self.n_ctx // 4))
+        room = self.n_ctx - reserve
         first = 1 if rendered and rendered[0]["role"] == "system" else 0
+        dropped = min(self._dropped.get(session_key, 0), max(0, len(rendered) - first - 1))
+        del rendered[first : first + dropped]
+        target = room
         while True:
             prompt = self._render(rendered)
             tokens = self._tokenize(llm, prompt)
-            if len(tokens) + reserve <= self.n_ctx:
+            if len(tokens) <= target:
+                if session_key is not None:
+                    self._dropped[session_key] = dropped
                 return prompt, tokens
             if len(rendered) - first <= 1:
                 raise BackendError(
@@ -634,6 +651,8 @@ class LlamaCppLanguageModel:
                     code="context_length_exceeded",
                 )
             del rendered[first]
+            dropped += 1
+            target = room // 2  # overflowed: make room for many more turns at once
 
     def _render(self, messages: list[dict[str, str]]) -> str:
         try:
