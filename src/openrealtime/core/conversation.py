@@ -39,7 +39,7 @@ class SpokenSegment:
     end_byte: int
 
 
-@dataclass
+@dataclass(eq=False)  # identity: list.index must not deep-compare every earlier item
 class Entry:
     """An item plus what the wire does not carry: its audio and (hidden) heard text."""
 

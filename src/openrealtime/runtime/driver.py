@@ -123,6 +123,8 @@ class SessionDriver:
         self._stall_s = float(config.outbound_stall_seconds)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._listeners: dict[str, Listener] = {}
+        self._stt_streams = isinstance(self.engines.stt, StreamingSpeechToText)
+        """Checked once: a Protocol isinstance check costs too much per audio chunk."""
         self._close: CloseSession | None = None
         self.latencies: list[TurnLatency] = []
         """Latency of each answered turn, in order (also logged at info level)."""
@@ -175,9 +177,12 @@ class SessionDriver:
         deadline = self.session.next_deadline_ms()
         if deadline is None:
             return await self._inbox.get()
+        if not self._inbox.empty():
+            return self._inbox.get_nowait()
         timeout = max(0.0, (deadline - wall_ms()) / 1000)
         try:
-            return await asyncio.wait_for(self._inbox.get(), timeout)
+            async with asyncio.timeout(timeout):  # no Task per message, unlike wait_for
+                return await self._inbox.get()
         except TimeoutError:
             return None
 
@@ -221,7 +226,11 @@ class SessionDriver:
 
     async def _send(self, frame: Frame) -> None:
         try:
-            await asyncio.wait_for(self._outbox.put(frame), timeout=self._stall_s)
+            if len(self._outbox) < self._outbox.capacity:
+                await self._outbox.put(frame)  # room: no timer needed
+            else:
+                async with asyncio.timeout(self._stall_s):
+                    await self._outbox.put(frame)
         except TimeoutError:
             raise _Stalled() from None
 
@@ -294,7 +303,7 @@ class SessionDriver:
         listener = self._listeners.get(command.item_id)
         if listener is None:
             stt = self.engines.stt
-            if not isinstance(stt, StreamingSpeechToText):
+            if not self._stt_streams or not isinstance(stt, StreamingSpeechToText):
                 return
             listener = Listener(stt, command.item_id, self._emit_backend)
             self._listeners[command.item_id] = listener
