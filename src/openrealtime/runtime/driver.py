@@ -41,6 +41,7 @@ from openrealtime.protocol.server_events import ResponseOutputAudioDelta, Respon
 from openrealtime.runtime.listener import Listener
 from openrealtime.runtime.outbox import Frame, Outbox
 from openrealtime.runtime.pipeline import run_response, run_transcription, run_turn_evaluation
+from openrealtime.runtime.vad_batcher import batcher_for
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,14 @@ class _Disconnected:
     pass
 
 
-_Inbox = _Frame | _Disconnected | be.BackendEvent
+@dataclass(frozen=True)
+class _Backend:
+    """A result from an engine task (counted against the backend backpressure)."""
+
+    event: be.BackendEvent
+
+
+_Inbox = _Frame | _Disconnected | _Backend | be.BackendEvent
 
 
 class _Stalled(Exception):
@@ -118,7 +126,11 @@ class SessionDriver:
         )
         self.log = SessionLogger(log, self.session.id)
         self._vad: VadStream = self.engines.vad.open_stream()
-        self._inbox: asyncio.Queue[_Inbox] = asyncio.Queue(maxsize=256)
+        self._inbox: asyncio.Queue[_Inbox] = asyncio.Queue()
+        # Backpressure per producer, so VAD results (delivered from a callback) never block:
+        self._frame_room = asyncio.Semaphore(256)
+        self._backend_room = asyncio.Semaphore(256)
+        self._batcher = batcher_for(self.engines.vad)
         self._outbox = Outbox(config.outbound_queue_max)
         self._stall_s = float(config.outbound_stall_seconds)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -142,7 +154,11 @@ class SessionDriver:
                 if isinstance(item, _Disconnected):
                     break
                 if isinstance(item, _Frame):
+                    self._frame_room.release()
                     self._on_frame(item.data)
+                elif isinstance(item, _Backend):
+                    self._backend_room.release()
+                    self.session.receive_backend_event(item.event)
                 elif item is not None:
                     self.session.receive_backend_event(item)
                 await self._flush()
@@ -192,6 +208,7 @@ class SessionDriver:
             if data is None:
                 await self._inbox.put(_Disconnected())
                 return
+            await self._frame_room.acquire()
             await self._inbox.put(_Frame(data))
 
     def _on_frame(self, data: str | bytes) -> None:
@@ -203,7 +220,8 @@ class SessionDriver:
         self.session.receive_client_event(event)
 
     async def _emit_backend(self, event: be.BackendEvent) -> None:
-        await self._inbox.put(event)
+        await self._backend_room.acquire()
+        await self._inbox.put(_Backend(event))
 
     # ---------------------------------------------------------------- output
 
@@ -255,6 +273,9 @@ class SessionDriver:
     def _run(self, command: Command) -> None:
         match command:
             case DetectSpeech():
+                if self._batcher is not None:
+                    self._batcher.submit(self._vad, command.pcm16, self._deliver_vad)  # type: ignore[arg-type]
+                    return
                 probs = self._vad.feed(command.pcm16)
                 if probs:
                     self.session.receive_backend_event(
@@ -298,6 +319,10 @@ class SessionDriver:
                 )
             case CloseSession():
                 self._close = command
+
+    def _deliver_vad(self, probs: list[float]) -> None:
+        """Batched VAD results: queued like any backend result, never blocking."""
+        self._inbox.put_nowait(be.SpeechProbabilities(tuple(probs), self._vad.frame_samples))
 
     def _listen(self, command: Listen) -> None:
         listener = self._listeners.get(command.item_id)
