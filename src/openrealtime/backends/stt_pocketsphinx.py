@@ -59,8 +59,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from openrealtime.backends._bridge import Emitter, iterate_in_thread
 from openrealtime.backends.base import (
     TranscriptDelta,
     TranscriptFinal,
@@ -696,7 +697,7 @@ class PocketsphinxSpeechToText:
         seconds = len(request.pcm16) // 2 / request.sample_rate
         stream = await self.aopen_stream()
 
-        def decode(emit: _Emitter[TranscriptionEvent]) -> None:
+        def decode(emit: Emitter[TranscriptionEvent]) -> None:
             try:
                 deltas = TranscriptDeltas()
                 for start in range(0, len(pcm), CHUNK_BYTES):
@@ -714,7 +715,9 @@ class PocketsphinxSpeechToText:
             finally:
                 stream.close()
 
-        async for event in _iterate_in_thread(self._executor, decode, stream.close):
+        async for event in iterate_in_thread(
+            self._executor, decode, engine="pocketsphinx", code=ERROR_CODE, not_started=stream.close
+        ):
             yield event
 
     def close(self) -> None:
@@ -725,69 +728,3 @@ class PocketsphinxSpeechToText:
 def _shutdown(pool: _DecoderPool, executor: ThreadPoolExecutor) -> None:
     pool.close()
     executor.shutdown(wait=False, cancel_futures=True)
-
-
-# --------------------------------------------------------------------------- thread bridge
-
-
-class _Emitter(Generic[_T]):
-    """Hands items from a worker thread to the event loop; ``alive`` until the consumer left."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self.alive = True
-
-    def __call__(self, item: _T) -> bool:
-        """Send one item (worker thread); ``False`` once nobody is listening."""
-        return self.post("item", item)
-
-    def post(self, kind: str, value: object) -> bool:
-        """Send an item, the end (``"end"``) or a failure (``"error"``)."""
-        if not self.alive:
-            return False
-        try:
-            self._loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
-        except RuntimeError:  # the loop is closed
-            self.alive = False
-        return self.alive
-
-
-async def _iterate_in_thread(
-    executor: ThreadPoolExecutor,
-    produce: Callable[[_Emitter[_T]], None],
-    not_started: Callable[[], None],
-) -> AsyncIterator[_T]:
-    """Run ``produce(emit)`` on ``executor`` and yield what it emits, as it emits it.
-
-    Errors raised by ``produce`` are re-raised here as :class:`BackendError`. When the consumer
-    stops early, ``emit.alive`` turns false and ``produce`` should return soon. If ``produce``
-    cannot even be scheduled (the engine was closed), ``not_started`` is called instead.
-    """
-    emit: _Emitter[_T] = _Emitter(asyncio.get_running_loop())
-
-    def job() -> None:
-        try:
-            produce(emit)
-        except BaseException as exc:
-            emit.post("error", exc)
-        else:
-            emit.post("end", None)
-
-    try:
-        executor.submit(job)
-    except RuntimeError as exc:  # the engine was closed
-        not_started()
-        raise _failure("scheduling", exc) from exc
-    try:
-        while True:
-            kind, value = await emit.queue.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                if isinstance(value, BackendError):
-                    raise value
-                raise _failure("transcription", value) from value
-            yield value
-    finally:
-        emit.alive = False

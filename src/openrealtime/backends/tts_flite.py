@@ -42,7 +42,6 @@ unchanged; any other name speaks as alloy. ``speed`` (0.25-1.5) sets ``duration_
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import re
 import threading
@@ -52,6 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from openrealtime.backends._bridge import Emitter, iterate_in_thread
 from openrealtime.backends.base import SynthesisRequest
 from openrealtime.backends.errors import BackendError
 
@@ -305,69 +305,16 @@ class FliteTextToSpeech:
         voice = self.voice_for(request.voice)
         stretch = 1.0 / max(MIN_SPEED, min(MAX_SPEED, request.speed))
 
-        def speak(emit: _Emitter) -> None:
+        def speak(emit: Emitter[bytes]) -> None:
             for sentence in sentences:
                 if not self._flite.synthesize(sentence, voice, stretch, emit):
                     return
 
-        async for chunk in _iterate_in_thread(self._executor, speak):
+        async for chunk in iterate_in_thread(
+            self._executor, speak, engine="flite", code=ERROR_CODE
+        ):
             yield chunk
 
     def close(self) -> None:
         """Stop the worker threads; call once at shutdown (the libraries stay loaded)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-class _Emitter:
-    """Hands chunks from a worker thread to the event loop; ``alive`` until the consumer left."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self.alive = True
-
-    def __call__(self, chunk: bytes) -> bool:
-        """Send one chunk (worker thread); ``False`` once nobody is listening."""
-        return self.post("item", chunk)
-
-    def post(self, kind: str, value: object) -> bool:
-        """Send a chunk, the end (``"end"``) or a failure (``"error"``)."""
-        if not self.alive:
-            return False
-        try:
-            self._loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
-        except RuntimeError:  # the loop is closed
-            self.alive = False
-        return self.alive
-
-
-async def _iterate_in_thread(
-    executor: ThreadPoolExecutor, produce: Callable[[_Emitter], None]
-) -> AsyncIterator[bytes]:
-    """Run ``produce(emit)`` on ``executor``; yield each chunk it emits as soon as it does."""
-    emit = _Emitter(asyncio.get_running_loop())
-
-    def job() -> None:
-        try:
-            produce(emit)
-        except BaseException as exc:
-            emit.post("error", exc)
-        else:
-            emit.post("end", None)
-
-    try:
-        executor.submit(job)
-    except RuntimeError as exc:  # the engine was closed
-        raise BackendError(f"flite engine is closed: {exc}", code=ERROR_CODE) from exc
-    try:
-        while True:
-            kind, value = await emit.queue.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                if isinstance(value, BackendError):
-                    raise value
-                raise BackendError(f"flite failed: {value}", code=ERROR_CODE) from value
-            yield value
-    finally:
-        emit.alive = False
