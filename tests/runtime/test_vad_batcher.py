@@ -1,8 +1,9 @@
-"""Batched VAD across sessions gives each session exactly what inline scoring gives."""
+"""Batched VAD across sessions gives each session exactly what inline scoring gives, in order."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 
@@ -26,15 +27,30 @@ async def test_batched_probabilities_equal_inline_ones() -> None:
     audio = [_audio(i) for i in range(4)]
     inline = [vad.open_stream() for _ in audio]
     batched = [vad.open_stream() for _ in audio]
-    expected: list[list[float]] = [[] for _ in audio]
+    step = 480 * 2  # 20 ms chunks
+    chunks = [[pcm[i : i + step] for i in range(0, len(pcm), step)] for pcm in audio]
+    expected = [
+        [p for c in stream_chunks for p in inline[i].feed(c)]
+        for i, stream_chunks in enumerate(chunks)
+    ]
+    total = sum(map(len, expected))
     got: list[list[float]] = [[] for _ in audio]
-    step = 480 * 2  # 20 ms chunks, different sessions interleaved in each tick
-    for start in range(0, len(audio[0]), step):
-        for i, pcm in enumerate(audio):
-            chunk = pcm[start : start + step]
-            expected[i] += inline[i].feed(chunk)
-            batcher.submit(batched[i], chunk, got[i].extend)
-        await asyncio.sleep(0)  # the tick ends: one flush for all four sessions
+    all_in = asyncio.Event()
+
+    def sink(i: int) -> Callable[[list[float]], None]:
+        def deliver(probs: list[float]) -> None:
+            got[i].extend(probs)
+            if sum(map(len, got)) >= total:
+                all_in.set()
+
+        return deliver
+
+    for n in range(len(chunks[0])):  # the sessions' chunks interleave, as on a server
+        for i in range(len(audio)):
+            batcher.submit(batched[i], chunks[i][n], sink(i))
+        await asyncio.sleep(0.002)
+    async with asyncio.timeout(10):
+        await all_in.wait()
     assert got == expected
     assert all(len(p) >= 40 for p in got)
 

@@ -173,7 +173,12 @@ class SessionDriver:
             await asyncio.gather(reader, *tasks, return_exceptions=True)
             self._listeners.clear()
             self._tasks.clear()
-            self._vad.close()
+            if self._batcher is not None:
+                # The worker may be scoring this stream right now: stop delivering and let it
+                # go with the driver instead of closing it under the worker's feet.
+                self._batcher.forget(self._vad)  # type: ignore[arg-type]
+            else:
+                self._vad.close()
             forget = getattr(self.engines.llm, "forget", None)
             if forget is not None:  # the session's saved KV cache is no longer needed
                 forget(self.session.id)

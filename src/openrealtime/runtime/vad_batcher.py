@@ -1,19 +1,25 @@
-"""One Silero call for every session that has audio in the same loop tick (design decision 6).
+"""One Silero call for every session that has audio (design decision 6), off the event loop.
 
-Each session's driver hands its audio to the batcher instead of running the model itself. The
-first hand-over of a tick schedules a flush with ``loop.call_soon``, so it runs right after the
-drivers that are ready in this tick have all handed theirs over; the flush scores every ready
-frame of every such session in batched calls (``SileroVad.infer_batch``, input ``[B, 576]``)
-and hands each session its probabilities. Per stream, a batch of 8 costs ~50 µs against
-~130 µs alone (docs/benchmarks.md). No thread and no task: nothing to own or cancel.
+Each session's driver hands its audio to the batcher instead of running the model itself. A
+single worker thread takes everything handed over so far, resamples it per stream and scores
+every ready frame of every stream in batched calls (``SileroVad.infer_batch``, input
+``[B, 576]``); onnxruntime and soxr release the GIL, so this work runs on the second core while
+the event loop serves the sockets. Each session gets its probabilities back through the event
+loop, in order. Per stream, a batch of 8 costs ~50 µs against ~130 µs alone
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 Deliver = Callable[[list[float]], None]
 
@@ -40,36 +46,74 @@ class BatchVad(Protocol):
 
 
 class VadBatcher:
-    """Collects the sessions with audio in one loop tick and scores them together."""
+    """Collects the audio of all sessions and scores it in batches on one worker thread."""
 
     def __init__(self, vad: BatchVad) -> None:
         self._vad = vad
-        self._pending: dict[BatchStream, Deliver] = {}
-        self._scheduled = False
+        self._lock = threading.Lock()
+        self._audio: dict[BatchStream, list[bytes]] = {}
+        self._deliver: dict[BatchStream, tuple[asyncio.AbstractEventLoop, Deliver]] = {}
+        self._busy = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
 
     def submit(self, stream: BatchStream, pcm16: bytes, deliver: Deliver) -> None:
-        """Buffer a session's audio; ``deliver`` gets its probabilities later in this tick."""
-        stream.push(pcm16)
-        if not stream.frames_ready and stream not in self._pending:
-            return
-        self._pending[stream] = deliver
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        """Hand over a session's audio; ``deliver`` later gets its probabilities, in order.
 
-    def flush(self) -> None:
-        """Score every ready frame of the pending streams and deliver the results."""
-        self._scheduled = False
-        pending, self._pending = self._pending, {}
-        results: dict[BatchStream, list[float]] = {stream: [] for stream in pending}
-        active = [stream for stream in pending if stream.frames_ready]
+        Call from the event loop; ``deliver`` is called on that loop.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._audio.setdefault(stream, []).append(pcm16)
+            self._deliver[stream] = (loop, deliver)
+            if self._busy:
+                return  # the worker takes it on its next round
+            self._busy = True
+        self._executor.submit(self._work)
+
+    def _work(self) -> None:
+        """Worker thread: rounds of resample + batched inference until nothing is left."""
+        while True:
+            with self._lock:
+                audio, self._audio = self._audio, {}
+                if not audio:
+                    self._busy = False
+                    return
+                targets = {stream: self._deliver[stream] for stream in audio}
+            try:
+                results = self._score(audio)
+            except Exception:  # a model error must not stop the worker
+                log.exception("batched VAD failed for this round")
+                continue
+            for stream, probs in results.items():
+                if probs:
+                    loop, deliver = targets[stream]
+                    try:
+                        loop.call_soon_threadsafe(deliver, probs)
+                    except RuntimeError:  # that session's loop is gone
+                        pass
+
+    def _score(self, audio: dict[BatchStream, list[bytes]]) -> dict[BatchStream, list[float]]:
+        results: dict[BatchStream, list[float]] = {}
+        for stream, chunks in audio.items():
+            try:
+                for chunk in chunks:
+                    stream.push(chunk)
+            except Exception:  # this one stream is broken (closed); the others go on
+                log.exception("VAD stream rejected audio")
+                continue
+            results[stream] = []
+        active = [stream for stream in results if stream.frames_ready]
         while active:
             for stream, prob in zip(active, self._vad.infer_batch(active), strict=True):
                 results[stream].append(prob)
             active = [stream for stream in active if stream.frames_ready]
-        for stream, deliver in pending.items():
-            if results[stream]:
-                deliver(results[stream])
+        return results
+
+    def forget(self, stream: BatchStream) -> None:
+        """Stop delivering for a stream whose session ended."""
+        with self._lock:
+            self._audio.pop(stream, None)
+            self._deliver.pop(stream, None)
 
 
 _batchers: weakref.WeakKeyDictionary[object, VadBatcher] = weakref.WeakKeyDictionary()
