@@ -81,12 +81,7 @@ class ResponseWriter:
         if not event.text:
             return
         msg = self.open_message(run)
-        where = {
-            "response_id": run.id,
-            "item_id": msg.item_id,
-            "output_index": msg.output_index,
-            "content_index": 0,
-        }
+        where = msg.part(run.id)
         if msg.modality == "audio":
             entry = self.conversation.get(msg.item_id) if run.in_conversation else None
             if entry is not None:
@@ -160,12 +155,7 @@ class ResponseWriter:
         if msg is None:
             return
         run.message = None
-        where = {
-            "response_id": run.id,
-            "item_id": msg.item_id,
-            "output_index": msg.output_index,
-            "content_index": 0,
-        }
+        where = msg.part(run.id)
         content: list[OutputAudio | OutputText]
         if msg.modality == "audio":
             self._emit(se.ResponseOutputAudioDone, **where)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from openrealtime.backends.base import ChatMessage
+from openrealtime.core.commands import Generate
+from openrealtime.core.conversation import Entry
 from openrealtime.core.state import RESPONSE_TRANSITIONS, ResponseState, advance
 from openrealtime.protocol.items import AnyItem, item_payload
 
@@ -22,7 +25,15 @@ class OpenMessage:
     modality: Literal["audio", "text"]
     text: str = ""
     audio_bytes: int = 0
-    segment_start: int = 0
+
+    def part(self, response_id: str) -> dict[str, str | int]:
+        """The fields that locate this message's content part in ``response.*`` events."""
+        return {
+            "response_id": response_id,
+            "item_id": self.item_id,
+            "output_index": self.output_index,
+            "content_index": 0,
+        }
 
 
 @dataclass
@@ -92,9 +103,9 @@ class ResponseRun:
     calls: dict[int, OpenCall] = field(default_factory=dict)
     usage: Usage | None = None
     status_details: dict[str, Any] | None = None
-    pending_generate: Any = None
+    pending_generate: Generate | None = None
     """The Generate command to emit once ``waiting_for`` empties."""
-    pending_context: Any = None
+    pending_context: tuple[list[ChatMessage], list[Entry] | None] | None = None
     """``(system messages, entries)`` rendered into that command's messages when it is emitted;
     entries ``None`` means the whole default conversation as it is then."""
 

@@ -815,10 +815,10 @@ class RealtimeSession:
         if run.state is not run.state.WAITING_INPUT:
             return
         run.move("input_ready")
-        command = run.pending_generate
-        if run.waiting_for == set() and command is not None:
-            # Rebuild the context now that every transcript is known.
-            head, entries = run.pending_context
+        command, context = run.pending_generate, run.pending_context
+        if command is not None and context is not None:
+            # Called once nothing is awaited: rebuild the context with every transcript known.
+            head, entries = context
             if entries is None:
                 body = self.conversation.chat_messages()
             else:

@@ -301,10 +301,7 @@ class SessionDriver:
                 # Decoded while it was spoken: only the final text is left to get.
                 listener = self._listeners.pop(command.item_id)
                 listener.finish()
-                self._tasks[f"stt:{command.item_id}"] = listener.task
-                listener.task.add_done_callback(
-                    functools.partial(self._forget, f"stt:{command.item_id}")
-                )
+                self._own(f"stt:{command.item_id}", listener.task)
             case Transcribe():
                 self._spawn(
                     f"stt:{command.item_id}",
@@ -340,7 +337,10 @@ class SessionDriver:
         listener.feed(command.pcm16)
 
     def _spawn(self, key: str, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
+        self._own(key, asyncio.create_task(coro))
+
+    def _own(self, key: str, task: asyncio.Task[None]) -> None:
+        """Keep ``task`` under ``key`` (cancelled on close) until it finishes."""
         self._tasks[key] = task
         task.add_done_callback(functools.partial(self._forget, key))
 
