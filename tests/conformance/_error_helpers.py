@@ -13,11 +13,9 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 import openai
-from openai.types.realtime import RealtimeServerEvent
-from pydantic import Field, TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -26,6 +24,7 @@ from openrealtime.backends.base import Engines
 from openrealtime.backends.fake import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech
 from openrealtime.backends.vad_energy import EnergyVad
 from openrealtime.config import Config
+from tests.helpers.oracle import SERVER_EVENT
 from tests.helpers.server import running_server, ws_url
 
 __all__ = [
@@ -47,11 +46,6 @@ KEY = "sk-conformance-0123456789abcdefKEY1"
 
 RECV_TIMEOUT = 10.0
 """Seconds any single expected event may take (generous for a loaded CI machine)."""
-
-SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(
-    Annotated[RealtimeServerEvent, Field(discriminator="type")]
-)
-"""The SDK's server-event union with its ``type`` discriminator: the conformance oracle."""
 
 
 EVENT_ID = re.compile(r"^event_[A-Za-z0-9]{21}$")

@@ -20,13 +20,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import openai
 import pytest
-from openai.types.realtime import RealtimeServerEvent
-from pydantic import Field, TypeAdapter
 
 from openrealtime.app import create_app
 from openrealtime.audio.resample import resample
@@ -34,6 +32,7 @@ from openrealtime.backends.base import Engines, TurnDetector
 from openrealtime.backends.fake import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech
 from openrealtime.backends.vad_silero import SileroVad
 from openrealtime.config import Config
+from tests.helpers.oracle import SERVER_EVENT
 from tests.helpers.server import running_server
 
 API_KEY = "sk-conformance-e2e-0123456789abcdef"
@@ -48,10 +47,6 @@ BYTES_PER_MS = RATE * 2 // 1000
 WAIT_S = 5.0
 """Longest any single expected event may take."""
 
-SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(
-    Annotated[RealtimeServerEvent, Field(discriminator="type")]
-)
-"""The conformance oracle: exactly what openai-agents-python validates with (spec §8.2)."""
 
 EVENT_ID = re.compile(r"^event_[0-9A-Za-z]{21}$")
 """Server event ids: ``event_`` and 21 base62 characters (spec §2.1)."""

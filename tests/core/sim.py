@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Annotated, Any, Literal
-
-from openai.types.realtime import RealtimeServerEvent
-from pydantic import Field, TypeAdapter
+from typing import Any, Literal
 
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import Command, DetectSpeech, Listen, StopListening
@@ -21,6 +18,7 @@ from openrealtime.core.ids import SequentialIds
 from openrealtime.core.session import Limits, RealtimeSession
 from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
 from openrealtime.protocol.errors import ProtocolError
+from tests.helpers.oracle import SERVER_EVENT
 
 T0 = 1_760_000_000_000
 """Wall time (unix ms) at which every simulated session is created."""
@@ -31,12 +29,10 @@ FRAME = 768
 
 AUDIO_PLUMBING = (DetectSpeech, Listen, StopListening)
 
-ORACLE: TypeAdapter[Any] = TypeAdapter(Annotated[RealtimeServerEvent, Field(discriminator="type")])
-
 
 def check_event(event: dict[str, Any]) -> None:
     """Validate one server event with the openai SDK's own models (what openai-agents does)."""
-    ORACLE.validate_python(event)
+    SERVER_EVENT.validate_python(event)
 
 
 def pcm(ms: int, value: int = 0) -> bytes:
