@@ -303,6 +303,7 @@ def main() -> None:
     parser.add_argument(
         "--serve-arg", action="append", default=[], help="extra serve argument (repeat)"
     )
+    parser.add_argument("--server-log", type=Path, help="keep the server's log in this file")
     args = parser.parse_args()
     if shutil.which("flite") is None:
         sys.exit("flite is needed to synthesize the questions (apt-get install flite)")
@@ -335,7 +336,10 @@ def main() -> None:
         turns = asyncio.run(run_sessions(base, utterances, warmup, args.turns_per_session))
         elapsed = time.monotonic() - started
         time.sleep(0.5)
-        logged = parse_latency_lines(server.log_path.read_text(errors="replace"))
+        log_text = server.log_path.read_text(errors="replace")
+        logged = parse_latency_lines(log_text)
+        if args.server_log is not None:
+            args.server_log.write_text(log_text)
 
     for i, turn in enumerate(turns, 1):
         if turn.item_id is not None:

@@ -122,6 +122,18 @@ class SpeechStream(Protocol):
 
 
 @runtime_checkable
+class PeekableSpeechStream(SpeechStream, Protocol):
+    """A stream that can tell, mid-utterance, what :meth:`afinish` would return right now.
+
+    Used to prepare an answer during the user's pause (see ``core.commands.Speculate``).
+    """
+
+    async def apeek(self) -> str:
+        """The final transcript of the audio fed so far, leaving the utterance open."""
+        ...
+
+
+@runtime_checkable
 class StreamingSpeechToText(SpeechToText, Protocol):
     """An STT engine that can decode while the user speaks.
 

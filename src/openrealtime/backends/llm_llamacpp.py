@@ -77,6 +77,7 @@ import ctypes
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -105,8 +106,12 @@ from openrealtime.backends.errors import BackendError, ModelFileError
 
 _log = logging.getLogger(__name__)
 
-PROMPT_CHUNK = 32
-"""Prompt tokens evaluated per decode call; cancellation is checked between chunks."""
+PROMPT_CHUNK = 16
+"""Prompt tokens evaluated per decode call; cancellation is checked between chunks.
+
+Prefill costs ~2.5-3.5 ms per token on the 2-core reference machine whatever the batch, so 16
+tokens keep a cancelled prefill's last step near 40-50 ms (32 took ~75 ms, over the 50 ms
+goal of a barge-in; bench/cancel_latency.py)."""
 TOOL_STRING_MAX_LENGTH = 200
 """``maxLength`` given to tool-argument string properties that declare none."""
 DEFAULT_MAX_OUTPUT_TOKENS = 512
@@ -195,6 +200,15 @@ class _Run:
         self.loop = loop
         self.cancel = threading.Event()
         self.queue: asyncio.Queue[GenerationEvent | BaseException | None] = asyncio.Queue()
+        self.finished = False
+        self.cancelled_at: float | None = None
+        """``time.perf_counter()`` when the consumer stopped before the worker finished."""
+
+    def stop(self) -> None:
+        """The consumer is gone: stop the worker at its next token or prompt chunk."""
+        if not self.finished and self.cancelled_at is None:
+            self.cancelled_at = time.perf_counter()
+        self.cancel.set()
 
     def check(self) -> None:
         if self.cancel.is_set():
@@ -212,6 +226,10 @@ class _Run:
             raise _Cancelled from None
 
     def finish(self, item: BaseException | None) -> None:
+        self.finished = True
+        if self.cancelled_at is not None:
+            stopped_ms = (time.perf_counter() - self.cancelled_at) * 1000
+            _log.info("generation cancelled; llama.cpp worker stopped %.1f ms later", stopped_ms)
         try:
             self._put(item)
         except _Cancelled:
@@ -374,7 +392,7 @@ class LlamaCppLanguageModel:
                     raise item
                 yield item
         finally:
-            run.cancel.set()
+            run.stop()
             self._runs.discard(run)
 
     async def wait_idle(self) -> None:

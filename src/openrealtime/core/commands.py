@@ -74,6 +74,28 @@ class Generate:
 
 
 @dataclass(frozen=True)
+class Speculate:
+    """The user went quiet: prepare the answer this turn will probably get, without sending it.
+
+    ``template`` is the :class:`Generate` the session would issue if the turn ended now, minus
+    the user's words (its ``response_id`` is empty). The runtime may take the transcript of the
+    speech so far (from the item's :class:`Listen` stream) and start generating; when the real
+    :class:`Generate` arrives and equals ``template`` plus a user message with that transcript,
+    the prepared output is used for it, else it is thrown away. Never visible on the wire.
+    """
+
+    item_id: str
+    template: Generate
+
+
+@dataclass(frozen=True)
+class DropSpeculation:
+    """The user went on speaking (or the speech was cleared): the prepared answer is stale."""
+
+    item_id: str
+
+
+@dataclass(frozen=True)
 class CancelResponse:
     """Stop every engine task of this response now; its later results are ignored."""
 
@@ -88,6 +110,31 @@ class CloseSession:
     reason: str
 
 
+@dataclass(frozen=True)
+class PlayAudio:
+    """Queue assistant audio (PCM16, 24 kHz) on the transport's output buffer (WebRTC).
+
+    Sent instead of ``response.output_audio.delta`` when the transport plays audio itself;
+    the runtime answers with ``PlaybackStarted`` once the response's first sample plays.
+    """
+
+    response_id: str
+    item_id: str
+    pcm16: bytes
+
+
+@dataclass(frozen=True)
+class EndPlayback:
+    """No more audio will come for this response: report ``PlaybackDrained`` once it played."""
+
+    response_id: str
+
+
+@dataclass(frozen=True)
+class ClearPlayback:
+    """Drop every unplayed sample of the output buffer now; report ``PlaybackCleared``."""
+
+
 Command = (
     DetectSpeech
     | EvaluateTurn
@@ -95,6 +142,11 @@ Command = (
     | StopListening
     | Transcribe
     | Generate
+    | Speculate
+    | DropSpeculation
     | CancelResponse
     | CloseSession
+    | PlayAudio
+    | EndPlayback
+    | ClearPlayback
 )

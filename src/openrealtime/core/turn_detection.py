@@ -32,7 +32,24 @@ class SpeechStop:
     """Where the last speech frame ended (the true end of speech, for latency figures)."""
 
 
-VadTransition = SpeechStart | SpeechStop
+@dataclass(frozen=True)
+class SilenceStart:
+    """The speaker went quiet at ``sample``; the turn ends if it lasts ``silence_duration_ms``.
+
+    The session may start preparing its answer here (speculatively), before the turn is over.
+    """
+
+    sample: int
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """Speech came back before the silence was long enough: the turn goes on."""
+
+    sample: int
+
+
+VadTransition = SpeechStart | SpeechStop | SilenceStart | SpeechResumed
 
 
 class ServerVadDetector:
@@ -69,10 +86,13 @@ class ServerVadDetector:
                     out.append(SpeechStart(start))
                 continue
             if p >= self.threshold - HYSTERESIS:
-                self._silence_from = None
+                if self._silence_from is not None:
+                    self._silence_from = None
+                    out.append(SpeechResumed(start))
                 continue
             if self._silence_from is None:
                 self._silence_from = start
+                out.append(SilenceStart(start))
             if self.position - self._silence_from >= self.silence_samples:
                 self.state = advance("speech", SPEECH_TRANSITIONS, self.state, "speech_stopped")
                 out.append(SpeechStop(self.position, self._silence_from))

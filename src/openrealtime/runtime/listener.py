@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.audio.resample import StreamResampler
-from openrealtime.backends.base import SpeechStream, StreamingSpeechToText
+from openrealtime.backends.base import PeekableSpeechStream, SpeechStream, StreamingSpeechToText
 from openrealtime.backends.errors import BackendError
 from openrealtime.core import backend_events as be
 from openrealtime.runtime.pipeline import Emit
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 _FINISH = object()
 
 
+@dataclass(frozen=True)
+class _Peek:
+    answer: asyncio.Future[str | None]
+
+
 class Listener:
     """One streaming recognition, owned by the session driver; feed, then finish or cancel."""
 
@@ -32,8 +38,9 @@ class Listener:
         self.item_id = item_id
         self._stt = stt
         self._emit = emit
-        self._queue: asyncio.Queue[bytes | object] = asyncio.Queue()
+        self._queue: asyncio.Queue[bytes | _Peek | object] = asyncio.Queue()
         self._samples = 0
+        self._known: str | None = None
         self.task = asyncio.create_task(self._run())
 
     def feed(self, pcm16: bytes) -> None:
@@ -41,9 +48,38 @@ class Listener:
         self._samples += len(pcm16) // 2
         self._queue.put_nowait(pcm16)
 
-    def finish(self) -> None:
-        """The turn was committed: produce the final transcript (as backend events)."""
+    def finish(self, known: str | None = None) -> None:
+        """The turn was committed: produce the final transcript (as backend events).
+
+        ``known``: the transcript is already known (a :meth:`peek` made once the speech had
+        ended, with no speech since): it is used as is and the rest of the audio, silence by
+        the VAD's account, is not decoded.
+        """
+        self._known = known
         self._queue.put_nowait(_FINISH)
+
+    async def peek(self) -> str | None:
+        """The final transcript of the speech fed so far, the turn left open (None: can't tell).
+
+        Answered in order after the pieces already fed; None when the engine's streams cannot
+        peek or the stream failed.
+        """
+        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Peek(answer))
+        return await answer
+
+    @staticmethod
+    async def _answer_peek(stream: SpeechStream, answer: asyncio.Future[str | None]) -> None:
+        text: str | None = None
+        if isinstance(stream, PeekableSpeechStream):
+            try:
+                text = (await stream.apeek()).strip()
+            except BackendError:
+                raise
+            except Exception:
+                log.exception("peeking at the transcript failed")
+        if not answer.done():
+            answer.set_result(text)
 
     async def _run(self) -> None:
         stream: SpeechStream | None = None
@@ -51,14 +87,22 @@ class Listener:
             stream = await self._stt.aopen_stream()
             resampler = StreamResampler(SESSION_RATE, self._stt.sample_rate)
             while (piece := await self._queue.get()) is not _FINISH:
+                if self._known is not None:
+                    break
+                if isinstance(piece, _Peek):
+                    await self._answer_peek(stream, piece.answer)
+                    continue
                 assert isinstance(piece, bytes)
                 pcm = resampler.process(piece)
                 if pcm:
                     await stream.afeed(pcm)
-            tail = resampler.flush()
-            if tail:
-                await stream.afeed(tail)
-            text = (await stream.afinish()).strip()
+            if self._known is not None:
+                text = self._known
+            else:
+                tail = resampler.flush()
+                if tail:
+                    await stream.afeed(tail)
+                text = (await stream.afinish()).strip()
             if text:
                 await self._emit(be.TranscriptionDelta(self.item_id, text))
             seconds = self._samples / SESSION_RATE
@@ -69,6 +113,10 @@ class Listener:
             log.exception("streaming transcription crashed")
             await self._emit(be.TranscriptionFailed(self.item_id, "server_error", repr(exc)))
         finally:
+            while not self._queue.empty():  # nobody waits forever on a peek
+                left = self._queue.get_nowait()
+                if isinstance(left, _Peek) and not left.answer.done():
+                    left.answer.set_result(None)
             if stream is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(stream.aclose())

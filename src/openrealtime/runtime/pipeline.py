@@ -6,9 +6,11 @@ become on the wire. Engine failures are mapped to ``*Failed`` events here, at on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.audio.resample import StreamResampler, resample
@@ -31,6 +33,23 @@ from openrealtime.core.commands import EvaluateTurn, Generate, Transcribe
 log = logging.getLogger(__name__)
 
 Emit = Callable[[be.BackendEvent], Awaitable[None]]
+
+_T = TypeVar("_T")
+
+
+@contextlib.asynccontextmanager
+async def closing(stream: AsyncIterator[_T]) -> AsyncIterator[AsyncIterator[_T]]:
+    """Iterate an engine's stream; close it on exit (a cancelled response stops it now).
+
+    Without it, a generator abandoned by a cancelled task is closed only when collected.
+    """
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
 
 _CLAUSE_END = re.compile(r"[.!?;:,\n](?=\s)")
 
@@ -158,23 +177,24 @@ async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
     try:
         done: GenerationDone | None = None
         first = True
-        async for event in engines.llm.generate(request):
-            if first:
-                first = False
-                await emit(be.ResponseFirstToken(rid))
-            match event:
-                case TextChunk():
-                    if speak:
-                        await say(chunker.push(event.text))
-                    else:
-                        await emit(be.ResponseText(rid, event.text))
-                case ToolCallStart():
-                    await say(chunker.flush())
-                    await emit(be.ResponseToolCall(rid, event.index, event.name))
-                case ToolCallArguments():
-                    await emit(be.ResponseToolArguments(rid, event.index, event.delta))
-                case GenerationDone():
-                    done = event
+        async with closing(engines.llm.generate(request)) as events:
+            async for event in events:
+                if first:
+                    first = False
+                    await emit(be.ResponseFirstToken(rid))
+                match event:
+                    case TextChunk():
+                        if speak:
+                            await say(chunker.push(event.text))
+                        else:
+                            await emit(be.ResponseText(rid, event.text))
+                    case ToolCallStart():
+                        await say(chunker.flush())
+                        await emit(be.ResponseToolCall(rid, event.index, event.name))
+                    case ToolCallArguments():
+                        await emit(be.ResponseToolArguments(rid, event.index, event.delta))
+                    case GenerationDone():
+                        done = event
         if done is None:
             raise BackendError("the LLM engine ended without finishing its answer")
         await say(chunker.flush())
@@ -194,10 +214,11 @@ async def _synthesize(text: str, command: Generate, engines: Engines, emit: Emit
     tts = engines.tts
     resampler = StreamResampler(tts.sample_rate, SESSION_RATE)
     request = SynthesisRequest(text=text.strip(), voice=command.voice, speed=command.speed)
-    async for pcm in tts.synthesize(request):
-        out = resampler.process(pcm)
-        if out:
-            await emit(be.ResponseAudio(command.response_id, out))
+    async with closing(tts.synthesize(request)) as chunks:
+        async for pcm in chunks:
+            out = resampler.process(pcm)
+            if out:
+                await emit(be.ResponseAudio(command.response_id, out))
     tail = resampler.flush()
     if tail:
         await emit(be.ResponseAudio(command.response_id, tail))
