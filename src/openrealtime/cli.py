@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the server",
         description=(
-            "Run the Realtime server: WebSocket at /v1/realtime, GET /v1/models, GET /healthz. "
+            "Run the Realtime server: WebSocket at /v1/realtime, POST /v1/realtime/client_secrets, "
+            "GET /v1/models, GET /healthz. "
             f"Every flag falls back to its {ENV_PREFIX}* environment variable, then the default."
         ),
     )
@@ -154,6 +155,16 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         "--insecure-no-auth",
         action="store_true",
         help="allow binding a non-loopback host without any API key (anyone can connect)",
+    )
+    p.add_argument(
+        "--secret-signing-key",
+        metavar="KEY",
+        help=(
+            "key (32+ characters) that signs ephemeral client secrets (ek_...) from "
+            "POST /v1/realtime/client_secrets; give every instance the same one. Prefer the "
+            f"environment variable {_env('secret_signing_key')} (flags show in ps). Default: "
+            "derived from the API key that minted the secret"
+        ),
     )
     p.add_argument(
         "--ssl-certfile",
@@ -276,6 +287,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             api_keys=args.api_keys,
+            secret_signing_key=args.secret_signing_key,
             ssl_certfile=args.ssl_certfile,
             ssl_keyfile=args.ssl_keyfile,
             vad=args.vad,
@@ -319,6 +331,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "can use this server",
             config.host,
             config.port,
+        )
+    if config.secret_signing_key:
+        _log.info("client secrets: signed with the configured secret signing key")
+    elif not config.auth_enabled:
+        _log.info(
+            "client secrets: signed with a random key of this process (set %s to share them "
+            "between instances and restarts)",
+            _env("secret_signing_key"),
         )
     return _run_server(config)
 

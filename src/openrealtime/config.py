@@ -46,6 +46,9 @@ DEFAULT_MODELS: tuple[str, ...] = (
 )
 """Model names listed by ``/v1/models`` (spec §1.1: the SDK's model literals)."""
 
+MIN_SIGNING_KEY_LENGTH = 32
+"""Shortest accepted ``secret_signing_key``: it must be a random key, not a password."""
+
 _FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "vad": VAD_CHOICES,
     "stt": STT_CHOICES,
@@ -77,6 +80,15 @@ class Config:
     """Accepted API keys (``Authorization: Bearer`` or subprotocol ``openai-insecure-api-key.``).
 
     Empty disables authentication. Env: comma-separated ``OPENREALTIME_API_KEYS``.
+    """
+
+    secret_signing_key: str | None = dataclasses.field(default=None, repr=False)
+    """Key that signs ephemeral client secrets (``ek_…``, ``POST /v1/realtime/client_secrets``).
+
+    At least 32 characters; give every instance behind a load balancer the same one. When
+    unset, secrets are signed with a key derived from the API key that minted them (revoking
+    that key revokes them), or, with no API keys either, with a random key of the process.
+    Never logged. Env: ``OPENREALTIME_SECRET_SIGNING_KEY``.
     """
 
     ssl_certfile: str | None = None
@@ -188,6 +200,15 @@ class Config:
             raise ValueError(f"port must be in 0..65535; got {self.port}")
         if any(not key or key != key.strip() for key in self.api_keys):
             raise ValueError("api_keys must not contain empty keys or keys with spaces around")
+        if self.secret_signing_key is not None and (
+            len(self.secret_signing_key) < MIN_SIGNING_KEY_LENGTH
+            or self.secret_signing_key != self.secret_signing_key.strip()
+        ):
+            raise ValueError(
+                f"secret_signing_key must be at least {MIN_SIGNING_KEY_LENGTH} characters "
+                "without spaces around (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'`)"
+            )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile must be given together")
         positive = {
