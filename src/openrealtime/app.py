@@ -6,6 +6,7 @@ per process and every session shares them through :class:`Services` on ``app.sta
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,11 +16,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from openrealtime.auth import (
+    AuthError,
+    Credential,
+    MissingCredential,
+    authenticate,
+    mint_client_secret,
+    token_from_authorization,
+)
 from openrealtime.backends.base import Engines
 from openrealtime.config import Config
 from openrealtime.logging_setup import install_secret_redaction, redact
+from openrealtime.protocol.errors import ProtocolError
 from openrealtime.transports.openai_http import register_openai_http_routes
+from openrealtime.transports.webrtc import call_registry, register_webrtc_routes
 from openrealtime.transports.websocket import SessionRunner, register_websocket_routes
+from openrealtime.web import register_playground_routes
 
 __all__ = ["Services", "create_app"]
 
@@ -48,27 +60,83 @@ async def _build_engines(config: Config) -> Engines:
     return engines
 
 
-def _openai_error(status: int, message: str, code: str | None, type_: str) -> JSONResponse:
+_BAD_JSON_MESSAGE = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "sent was not valid JSON.)"
+)
+
+_MINT_FORBIDDEN_MESSAGE = (
+    "You have insufficient permissions for this operation: a client secret (ek_…) cannot "
+    "create client secrets. Create them from your backend with an API key."
+)
+
+_SECRET_ON_REST_MESSAGE = (
+    "Incorrect API key provided: {key}. Client secrets (ek_…) only open Realtime sessions; "
+    "use an API key for this endpoint."
+)
+
+
+def _openai_error(
+    status: int, message: str, code: str | None, type_: str, param: str | None = None
+) -> JSONResponse:
     """An HTTP error in the OpenAI REST shape (spec §6.2 "REST errors")."""
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return JSONResponse(body, status_code=status)
 
 
+def _http_credential(config: Config, request: Request) -> Credential | JSONResponse:
+    """Authenticate a REST call (``Authorization: Bearer``); a 401 response when refused."""
+    try:
+        return authenticate(config, token_from_authorization(request.headers.get("authorization")))
+    except MissingCredential:
+        return _openai_error(401, _NO_KEY_MESSAGE, None, "invalid_request_error")
+    except AuthError as exc:
+        return _openai_error(401, exc.message, exc.code, "invalid_request_error")
+
+
 def _http_auth_error(config: Config, request: Request) -> JSONResponse | None:
-    """Check ``Authorization: Bearer`` on a REST call; ``None`` when it may proceed."""
+    """Check ``Authorization: Bearer`` on a REST call; ``None`` when it may proceed.
+
+    Only an API key opens these routes; a client secret is for Realtime sessions only.
+    """
     if not config.auth_enabled:
         return None
-    scheme, _, key = request.headers.get("authorization", "").strip().partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
-        return _openai_error(401, _NO_KEY_MESSAGE, None, "invalid_request_error")
-    if not config.is_valid_key(key):
-        message = (
-            f"Incorrect API key provided: {redact(key)}. You can find your API key at "
-            "https://platform.openai.com/account/api-keys."
-        )
+    credential = _http_credential(config, request)
+    if isinstance(credential, JSONResponse):
+        return credential
+    if credential.kind != "api_key":
+        key = redact(token_from_authorization(request.headers.get("authorization")))
+        message = _SECRET_ON_REST_MESSAGE.format(key=key)
         return _openai_error(401, message, "invalid_api_key", "invalid_request_error")
     return None
+
+
+async def _create_client_secret(config: Config, request: Request) -> JSONResponse:
+    """``POST /v1/realtime/client_secrets`` (spec §1.2): mint an ``ek_…`` secret."""
+    credential = _http_credential(config, request)
+    if isinstance(credential, JSONResponse):
+        return credential
+    if credential.kind == "client_secret":
+        return _openai_error(403, _MINT_FORBIDDEN_MESSAGE, None, "invalid_request_error")
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return _openai_error(400, _BAD_JSON_MESSAGE, None, "invalid_request_error")
+    api_key = None
+    if credential.kind == "api_key":
+        api_key = token_from_authorization(request.headers.get("authorization"))
+    try:
+        secret = mint_client_secret(config, body, api_key=api_key)
+    except ProtocolError as exc:
+        return _openai_error(400, exc.message, exc.code, exc.type, exc.param)
+    _log.info(
+        "minted a client secret for a %s session, expires at %d",
+        secret.session.get("type"),
+        secret.expires_at,
+    )
+    return JSONResponse(secret.response())
 
 
 def _model_object(name: str) -> dict[str, Any]:
@@ -81,8 +149,10 @@ def create_app(
     *,
     session_runner: SessionRunner | None = None,
 ) -> FastAPI:
-    """Build the ASGI app: ``/healthz``, ``/v1/models``, and the ``/v1/realtime`` WebSocket.
+    """Build the ASGI app: health, models, client secrets and the ``/v1/realtime`` WebSocket.
 
+    Routes: ``GET /healthz``, ``GET /v1/models``, ``POST /v1/realtime/client_secrets`` (spec
+    §1.2), the ``/v1/realtime`` WebSocket (§1.1) and the OpenAI-compatible audio/chat routes.
     Call once per process (the CLI does) or per test. The engines are built in the lifespan
     (``backends.registry.build_engines``) unless given.
 
@@ -112,6 +182,7 @@ def create_app(
         try:
             yield
         finally:
+            await call_registry(app).close_all()  # WebRTC calls are not HTTP connections
             del app.state.services
             if engines is None:  # engines we built are ours to close
                 from openrealtime.backends.registry import close_engines
@@ -159,6 +230,13 @@ def create_app(
             )
         return _model_object(model_id)
 
+    @app.post("/v1/realtime/client_secrets", response_model=None)
+    async def create_client_secret(request: Request) -> JSONResponse:
+        """Mint an ephemeral client secret (spec §1.2); needs an API key (when auth is on)."""
+        return await _create_client_secret(config, request)
+
     register_websocket_routes(app)
+    register_webrtc_routes(app)
     register_openai_http_routes(app)
+    register_playground_routes(app)  # the browser playground at /
     return app

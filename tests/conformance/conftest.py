@@ -28,7 +28,7 @@ import pytest
 
 from openrealtime.app import create_app
 from openrealtime.audio.resample import resample
-from openrealtime.backends.base import Engines, TurnDetector
+from openrealtime.backends.base import Engines, SpeechToText, TurnDetector
 from openrealtime.backends.fake import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech
 from openrealtime.backends.vad_silero import SileroVad
 from openrealtime.config import Config
@@ -160,7 +160,7 @@ def silero() -> SileroVad:
 def engines_with(
     vad: SileroVad,
     *,
-    stt: FakeSpeechToText | None = None,
+    stt: SpeechToText | None = None,
     llm: FakeLanguageModel | None = None,
     tts: FakeTextToSpeech | None = None,
     turn: TurnDetector | None = None,

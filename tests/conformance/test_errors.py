@@ -326,17 +326,17 @@ CASES = [
         event_id="evt_b64",
     ),
     Case(
-        "g711_format_not_supported_yet",
+        "unknown_audio_format",
         {
             "type": "session.update",
-            "event_id": "evt_pcmu",
-            "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}}}},
+            "event_id": "evt_fmt",
+            "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/opus"}}}},
         },
         "invalid_value",
-        "session.audio",
-        "Audio format 'audio/pcmu' is not supported by this server yet; use "
-        "{{'type': 'audio/pcm', 'rate': 24000}}.",
-        event_id="evt_pcmu",
+        "session.audio.input.format.type",
+        "Invalid value: 'audio/opus'. Supported values are: 'audio/pcm', 'audio/pcmu', and "
+        "'audio/pcma'.",
+        event_id="evt_fmt",
     ),
     Case(
         "mcp_tool_not_supported",

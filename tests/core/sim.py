@@ -13,7 +13,14 @@ import json
 from typing import Any, Literal
 
 from openrealtime.core import backend_events as be
-from openrealtime.core.commands import Command, DetectSpeech, Listen, StopListening
+from openrealtime.core.commands import (
+    Command,
+    DetectSpeech,
+    DropSpeculation,
+    Listen,
+    Speculate,
+    StopListening,
+)
 from openrealtime.core.ids import SequentialIds
 from openrealtime.core.session import Limits, RealtimeSession
 from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
@@ -28,6 +35,7 @@ FRAME = 768
 """Samples per VAD probability (Silero's 32 ms frame at 24 kHz)."""
 
 AUDIO_PLUMBING = (DetectSpeech, Listen, StopListening)
+SPECULATION = (Speculate, DropSpeculation)
 
 
 def check_event(event: dict[str, Any]) -> None:
@@ -136,14 +144,19 @@ class Sim:
         out, self._events = self._events, []
         return out
 
-    def commands(self, *, speech: bool = False) -> list[Command]:
+    def commands(self, *, speech: bool = False, speculation: bool = False) -> list[Command]:
         """The commands emitted since the last call.
 
         Audio plumbing (``DetectSpeech``, ``Listen``, ``StopListening``) is included only if
-        ``speech``.
+        ``speech``; ``Speculate``/``DropSpeculation`` hints only if ``speculation``.
         """
         out, self._commands = self._commands, []
-        return [c for c in out if speech or not isinstance(c, AUDIO_PLUMBING)]
+        return [
+            c
+            for c in out
+            if (speech or not isinstance(c, AUDIO_PLUMBING))
+            and (speculation or not isinstance(c, SPECULATION))
+        ]
 
     def types(self) -> list[str]:
         """The types of the events emitted since the last call."""

@@ -113,6 +113,36 @@ class ResponseFailed:
     message: str
 
 
+@dataclass(frozen=True)
+class PlaybackStarted:
+    """The transport began playing this response's audio (WebRTC output buffer, spec §1.3)."""
+
+    response_id: str
+
+
+@dataclass(frozen=True)
+class PlaybackDrained:
+    """Every sample of this response's audio has been played (after its ``EndPlayback``)."""
+
+    response_id: str
+
+
+@dataclass(frozen=True)
+class PlaybackCleared:
+    """Answer to :class:`~openrealtime.core.commands.ClearPlayback`, one per response cut off.
+
+    ``played`` holds, for each of the response's items that still had unplayed audio, the
+    bytes of its PCM16 24 kHz audio that were played before the cut: the exact point at which
+    the user stopped hearing it (spec §5.7).
+    """
+
+    response_id: str
+    started: bool
+    """Whether any of the response's audio had been played."""
+    played: tuple[tuple[str, int], ...]
+    """``(item_id, played_bytes)`` pairs."""
+
+
 BackendEvent = (
     SpeechProbabilities
     | TurnEvaluated
@@ -126,4 +156,7 @@ BackendEvent = (
     | ResponseToolArguments
     | ResponseGenerated
     | ResponseFailed
+    | PlaybackStarted
+    | PlaybackDrained
+    | PlaybackCleared
 )

@@ -8,6 +8,7 @@ that truncation keeps exactly the words the user heard (spec §5.6).
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,8 +133,16 @@ class Conversation:
             )
         self._entries.remove(entry)
 
-    def retrieve(self, item_id: str) -> dict[str, Any]:
-        """Return the item's JSON with its audio as base64 (``conversation.item.retrieved``)."""
+    def retrieve(
+        self, item_id: str, encode: Callable[[str, bytes], bytes] | None = None
+    ) -> dict[str, Any]:
+        """Return the item's JSON with its audio as base64 (``conversation.item.retrieved``).
+
+        Args:
+            item_id: the item.
+            encode: turns a part's stored PCM16 24 kHz into wire audio, given the part's
+                ``type`` (the session's formats, spec §3.1); the PCM itself when None.
+        """
         entry = self._by_id.get(item_id)
         if entry is None:
             raise ProtocolError(
@@ -143,7 +152,9 @@ class Conversation:
             )
         data = item_payload(entry.item)
         for index, pcm in entry.audio.items():
-            data["content"][index]["audio"] = base64.b64encode(bytes(pcm)).decode("ascii")
+            part = data["content"][index]
+            audio = bytes(pcm) if encode is None else encode(part["type"], bytes(pcm))
+            part["audio"] = base64.b64encode(audio).decode("ascii")
         return data
 
     def truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> None:

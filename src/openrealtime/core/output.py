@@ -11,6 +11,7 @@ import base64
 from collections.abc import Callable
 from typing import Literal
 
+from openrealtime.audio.formats import OutputEncoder
 from openrealtime.core import backend_events as be
 from openrealtime.core.conversation import Conversation, Entry, SpokenSegment
 from openrealtime.core.ids import IdFactory
@@ -37,6 +38,11 @@ class ResponseWriter:
         self._emit = emit
         self.audio_produced = False
         """Whether any assistant audio was sent (the voice is then fixed, spec §3.1)."""
+        self._encoders: dict[str, OutputEncoder] = {}
+        """Per open audio message: session audio -> the response's output format."""
+        self.play: Callable[[str, str, bytes], None] | None = None
+        """``play(response_id, item_id, pcm16)``: set when the transport plays the audio itself
+        (WebRTC, spec §1.3); it then replaces the ``response.output_audio.delta`` events."""
 
     def open_message(self, run: ResponseRun) -> OpenMessage:
         """The assistant message receiving output, opened (item + content part) if needed."""
@@ -103,13 +109,22 @@ class ResponseWriter:
             entry.audio.setdefault(0, bytearray()).extend(event.pcm16)
             if entry.segments:
                 entry.segments[-1].end_byte = msg.audio_bytes
+        if self.play is not None:
+            self.play(run.id, msg.item_id, event.pcm16)
+            return
+        encoder = self._encoders.get(msg.item_id)
+        if encoder is None:
+            encoder = self._encoders[msg.item_id] = OutputEncoder(run.output_format["type"])
+        self._audio_delta(run, msg, encoder.process(event.pcm16))
+
+    def _audio_delta(self, run: ResponseRun, msg: OpenMessage, wire: bytes) -> None:
+        """``response.output_audio.delta`` with audio in the response's format (spec §3.1)."""
+        if not wire:
+            return  # the resampler is still filling
         self._emit(
             se.ResponseOutputAudioDelta,
-            response_id=run.id,
-            item_id=msg.item_id,
-            output_index=msg.output_index,
-            content_index=0,
-            delta=base64.b64encode(event.pcm16).decode("ascii"),
+            **msg.part(run.id),
+            delta=base64.b64encode(wire).decode("ascii"),
         )
 
     def tool_call(self, run: ResponseRun, event: be.ResponseToolCall) -> None:
@@ -158,6 +173,9 @@ class ResponseWriter:
         where = msg.part(run.id)
         content: list[OutputAudio | OutputText]
         if msg.modality == "audio":
+            encoder = self._encoders.pop(msg.item_id, None)
+            if encoder is not None and status == "completed":
+                self._audio_delta(run, msg, encoder.flush())  # what the resampler held back
             self._emit(se.ResponseOutputAudioDone, **where)
             self._emit(se.ResponseOutputAudioTranscriptDone, **where, transcript=msg.text)
             self._emit(

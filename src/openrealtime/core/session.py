@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, assert_never
 
+from openrealtime.audio.formats import InputDecoder, decode_clip, encode_clip
 from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.backends.base import ChatMessage, ToolChoice, ToolSpec
 from openrealtime.core import backend_events as be
@@ -22,9 +23,11 @@ from openrealtime.core.commands import (
     CloseSession,
     Command,
     DetectSpeech,
+    DropSpeculation,
     EvaluateTurn,
     Generate,
     Listen,
+    Speculate,
     StopListening,
     Transcribe,
 )
@@ -37,12 +40,19 @@ from openrealtime.core.ids import IdFactory
 from openrealtime.core.input_buffer import BYTES_PER_MS, BYTES_PER_SAMPLE, InputAudioBuffer
 from openrealtime.core.latency import ArrivalClock, TurnLatency
 from openrealtime.core.output import ResponseWriter
+from openrealtime.core.playback import OutputAudioBuffer
 from openrealtime.core.responses import ResponseRun, Usage
 from openrealtime.core.state import SESSION_TRANSITIONS, InvalidTransition, SessionState, advance
-from openrealtime.core.turn_detection import ServerVadDetector, SpeechStart
+from openrealtime.core.turn_detection import (
+    ServerVadDetector,
+    SilenceStart,
+    SpeechResumed,
+    SpeechStart,
+)
 from openrealtime.protocol import client_events as ce
 from openrealtime.protocol import errors
 from openrealtime.protocol import server_events as se
+from openrealtime.protocol.base import to_wire
 from openrealtime.protocol.codec import validate
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.items import (
@@ -55,7 +65,7 @@ from openrealtime.protocol.items import (
     item_payload,
 )
 from openrealtime.protocol.session_config import (
-    AudioPcm,
+    RealtimeAudio,
     RealtimeSessionConfig,
     SemanticVad,
     ServerVad,
@@ -104,6 +114,7 @@ class RealtimeSession:
         defaults: dict[str, Any] | None = None,
         session_id: str | None = None,
         turn_model: bool = False,
+        playback: bool = False,
     ) -> None:
         self.kind = kind
         self.ids = ids
@@ -122,9 +133,16 @@ class RealtimeSession:
             self.config = self._merged(defaults)
         self.conversation = Conversation()
         self._writer = ResponseWriter(ids, self.conversation, self._emit)
+        self._playback: OutputAudioBuffer | None = None
+        """The transport's output audio buffer when it plays audio itself (WebRTC, spec §1.3)."""
+        if playback:
+            self._playback = OutputAudioBuffer(self.conversation, self._emit, self._command)
+            self._writer.play = self._playback.play
         self._out = Output()
         # input audio buffer: absolute sample positions in the session's audio stream
         self._buffer = InputAudioBuffer(self.limits.max_buffer_bytes)
+        self._decoder: InputDecoder | None = None
+        """Wire input format -> session audio; kept across appends (the resampler's state)."""
         self._vad = ServerVadDetector(0.5, 0)
         self._speech_item_id: str | None = None
         self._speech_start_sample = 0
@@ -133,6 +151,8 @@ class RealtimeSession:
         self._turn_latency: dict[str, TurnLatency] = {}
         """Latency records by user item id, then by response id once a response answers."""
         self._pause: semantic.TurnPause | None = None
+        self._speculating: str | None = None
+        """The user item whose answer the runtime is preparing during a pause (see Speculate)."""
         self._configure_vad()
         # responses
         self._responses: dict[str, ResponseRun] = {}
@@ -148,6 +168,14 @@ class RealtimeSession:
         """Return and forget the events and commands produced since the last call."""
         out, self._out = self._out, Output()
         return out
+
+    def session_created(self) -> se.SessionCreated:
+        """A ``session.created`` with the current config, for a connection joining mid-session.
+
+        The sideband WebSocket of a WebRTC call (spec §1.4) gets one when it attaches; it is
+        not queued for the session's other connections.
+        """
+        return se.SessionCreated(event_id=self.ids.new("event"), session=self._session_payload())
 
     @property
     def expires_at(self) -> int:
@@ -224,6 +252,14 @@ class RealtimeSession:
                 self._on_generated(event)
             case be.ResponseFailed():
                 self._on_response_failed(event)
+            case be.PlaybackStarted() if self._playback is not None:
+                self._playback.on_started(event)
+            case be.PlaybackDrained() if self._playback is not None:
+                self._playback.on_drained(event)
+            case be.PlaybackCleared() if self._playback is not None:
+                self._playback.on_cleared(event)
+            case be.PlaybackStarted() | be.PlaybackDrained() | be.PlaybackCleared():
+                pass  # no output audio buffer in this session
             case _:
                 assert_never(event)
 
@@ -242,13 +278,14 @@ class RealtimeSession:
             case ce.InputAudioBufferClear():
                 self._clear_buffer()
             case ce.OutputAudioBufferClear():
-                raise errors.invalid_value(event.type, ce.WEBSOCKET_EVENT_TYPES, "type")
+                if self._playback is None:  # WebRTC/SIP only (spec §2.2)
+                    raise errors.invalid_value(event.type, ce.WEBSOCKET_EVENT_TYPES, "type")
+                self._playback.clear()
             case ce.ConversationItemCreate():
                 self._item_create(event)
             case ce.ConversationItemRetrieve():
-                self._emit(
-                    se.ConversationItemRetrieved, item=self.conversation.retrieve(event.item_id)
-                )
+                item = self.conversation.retrieve(event.item_id, self._wire_audio)
+                self._emit(se.ConversationItemRetrieved, item=item)
             case ce.ConversationItemTruncate():
                 self.conversation.truncate(event.item_id, event.content_index, event.audio_end_ms)
                 self._emit(
@@ -276,19 +313,7 @@ class RealtimeSession:
     def _merged(self, update: dict[str, Any]) -> SessionConfig:
         current = self.config.model_dump(mode="json")
         model: type[SessionConfig] = type(self.config)
-        new = validate(model, merge_update(current, update), prefix="session")
-        for fmt in (
-            new.audio.input.format,
-            getattr(getattr(new.audio, "output", None), "format", None),
-        ):
-            if fmt is not None and not isinstance(fmt, AudioPcm):
-                raise ProtocolError(
-                    "invalid_value",
-                    f"Audio format '{fmt.type}' is not supported by this server yet; "
-                    "use {'type': 'audio/pcm', 'rate': 24000}.",
-                    param="session.audio",
-                )
-        return new
+        return validate(model, merge_update(current, update), prefix="session")
 
     def _session_update(self, event: ce.SessionUpdate) -> None:
         body = event.session
@@ -332,6 +357,7 @@ class RealtimeSession:
     def _configure_vad(self) -> None:
         td = self._turn_detection()
         if td is None:
+            self._drop_speculation()
             if self._speech_item_id is not None:
                 self._vad.reset()
                 self._out.commands.append(StopListening(self._speech_item_id))
@@ -380,9 +406,26 @@ class RealtimeSession:
             ) from None
         if len(pcm) > self.limits.max_append_bytes:
             raise self._too_big()
-        if len(pcm) % BYTES_PER_SAMPLE:
-            pcm = pcm[: len(pcm) - 1]
-        self._append_audio(pcm, event.event_id)
+        self._append_audio(self._decode_input(pcm), event.event_id)
+
+    def _decode_input(self, data: bytes) -> bytes:
+        """Appended audio in the input format -> PCM16 24 kHz (spec §3.1; design decision 2).
+
+        One decoder serves the stream; a format change flushes the old one (its held-back audio
+        goes first) and starts afresh.
+        """
+        fmt = self.config.audio.input.format.type
+        head = b""
+        if self._decoder is None or self._decoder.format != fmt:
+            head = self._decoder.flush() if self._decoder is not None else b""
+            self._decoder = InputDecoder(fmt)
+        return head + self._decoder.process(data)
+
+    def _flush_input(self) -> None:
+        """A manual commit cuts the stream: append the audio the decoder still holds."""
+        if self._decoder is not None:
+            tail, self._decoder = self._decoder.flush(), None
+            self._append_audio(tail)
 
     def _too_big(self) -> ProtocolError:
         mib = self.limits.max_append_bytes / (1024 * 1024)
@@ -410,6 +453,7 @@ class RealtimeSession:
         self._out.commands.append(DetectSpeech(pcm))
 
     def _commit_event(self) -> None:
+        self._flush_input()
         if self._buffer.ms < MIN_COMMIT_MS:
             raise errors.commit_empty(self._buffer.ms)
         item_id = self._speech_item_id or self.ids.new("item")
@@ -421,8 +465,10 @@ class RealtimeSession:
         self._after_user_turn(item_id)
 
     def _clear_buffer(self) -> None:
+        self._decoder = None  # what it holds was appended before the clear
         self._buffer.clear()
         self._vad.reset()
+        self._drop_speculation()
         if self._speech_item_id is not None:
             self._out.commands.append(StopListening(self._speech_item_id))
         self._speech_item_id = None
@@ -478,9 +524,16 @@ class RealtimeSession:
             self._vad.position += len(event.probabilities) * event.frame_samples
             return
         for change in self._vad.feed(event.probabilities, event.frame_samples):
+            if isinstance(change, SilenceStart):
+                self._speculate()
+                continue
+            if isinstance(change, SpeechResumed):
+                self._drop_speculation()
+                continue
             if isinstance(change, SpeechStart):
                 if self._pause is not None:
                     self._pause = None  # the user went on speaking: same turn
+                    self._drop_speculation()
                 else:
                     self._speech_started(change)
             elif isinstance(td, SemanticVad) and self._turn_model and self._speech_item_id:
@@ -496,6 +549,32 @@ class RealtimeSession:
             self._check_pause(self._pause)
         if self._speech_item_id is None:
             self._trim_idle_buffer()
+
+    def _speculate(self) -> None:
+        """The user went quiet: let the runtime prepare the answer it would give now."""
+        td = self._turn_detection()
+        item_id = self._speech_item_id
+        if (
+            item_id is None
+            or self.kind != "realtime"
+            or td is None
+            or not td.create_response
+            or self._default_response is not None
+        ):
+            return
+        params = ce.ResponseCreateParams()
+        messages = self._instructions(params) + self.conversation.chat_messages()
+        try:
+            template = self._generate(params, "", messages)
+        except ProtocolError:
+            return  # the real response will report it
+        self._speculating = item_id
+        self._out.commands.append(Speculate(item_id, template))
+
+    def _drop_speculation(self) -> None:
+        if self._speculating is not None:
+            self._out.commands.append(DropSpeculation(self._speculating))
+            self._speculating = None
 
     def _start_latency(self, item_id: str, speech_end_sample: int) -> None:
         # the last speech sample is the one before the silence began
@@ -553,6 +632,7 @@ class RealtimeSession:
 
     def _speech_started(self, change: SpeechStart) -> None:
         self._idle_deadline_ms = None
+        self._drop_speculation()
         self._speech_item_id = self.ids.new("item")
         self._speech_start_sample = max(self._buffer.start, change.sample - self._prefix_samples())
         heard = self._buffer.peek(self._speech_start_sample, self._buffer.written)
@@ -566,9 +646,12 @@ class RealtimeSession:
         if self.kind == "realtime" and td is not None and td.interrupt_response:
             if self._default_response is not None:
                 self._cancel(self._responses[self._default_response], "turn_detected")
+            if self._playback is not None:  # barge-in: cut what is playing (spec §5.7)
+                self._playback.clear()
 
     def _speech_stopped(self, sample: int) -> None:
         item_id = self._speech_item_id or self.ids.new("item")
+        self._speculating = None  # the runtime keeps it for the Generate this turn will issue
         if (record := self._turn_latency.get(item_id)) is not None:
             record.turn_end_ms = self.now_ms
         self._speech_item_id = None
@@ -683,13 +766,16 @@ class RealtimeSession:
             for index, part in enumerate(item.content):
                 if isinstance(part, InputAudio) and part.audio is not None:
                     try:
-                        audio[index] = bytearray(base64.b64decode(part.audio, validate=True))
+                        data = base64.b64decode(part.audio, validate=True)
                     except (binascii.Error, ValueError):
                         raise ProtocolError(
                             "invalid_value",
                             "Invalid 'audio': expected base64-encoded audio.",
                             param=f"item.content[{index}].audio",
                         ) from None
+                    # Stored as session audio, like appended audio (spec §3.1 input format).
+                    fmt = self.config.audio.input.format.type
+                    audio[index] = bytearray(decode_clip(data, fmt))
                     needs_transcript = part.transcript is None
                     part = part.model_copy(update={"audio": None})
                 content.append(part)
@@ -719,6 +805,24 @@ class RealtimeSession:
         if needs_transcript and item.id is not None:
             self._transcribe(item.id, bytes(audio[min(audio)]))
 
+    def _wire_audio(self, part_type: str, pcm: bytes) -> bytes:
+        """Stored audio -> the session's format for its direction (``conversation.item.retrieve``).
+
+        ``output_audio`` parts come back in ``audio.output.format``, others in
+        ``audio.input.format`` (spec §3.1).
+        """
+        audio = self.config.audio
+        if part_type == "output_audio" and isinstance(audio, RealtimeAudio):
+            return encode_clip(pcm, audio.output.format.type)
+        return encode_clip(pcm, audio.input.format.type)
+
+    def _output_format(self, params: ce.ResponseCreateParams) -> dict[str, Any]:
+        """A response's ``audio.output.format`` (its own, else the session's), spec-shaped."""
+        out = params.audio.output if params.audio is not None else None
+        if out is not None and out.format is not None:
+            return to_wire(out.format)
+        return to_wire(self._realtime_config().audio.output.format)
+
     def _known_call(self, call_id: str) -> bool:
         return any(
             isinstance(e.item, FunctionCall) and e.item.call_id == call_id
@@ -728,17 +832,55 @@ class RealtimeSession:
     # ------------------------------------------------------------------ responses
 
     def _create_response(self, params: ce.ResponseCreateParams) -> str:
-        config = self.config
-        assert isinstance(config, RealtimeSessionConfig)
         in_conversation = params.conversation != "none"
         if in_conversation and self._default_response is not None:
             raise errors.active_response(self._default_response)
         entries, waiting = self._response_context(params)
+        head = self._instructions(params)
+        messages = head + [m for e in entries if (m := entry_message(e)) is not None]
+        response_id = self.ids.new("resp")
+        generate = self._generate(params, response_id, messages)
+        max_tokens = params.max_output_tokens or self._realtime_config().max_output_tokens
+        run = ResponseRun(
+            id=response_id,
+            conversation_id=self.conversation_id if in_conversation else None,
+            modality=generate.modality,
+            voice=generate.voice,
+            output_format=self._output_format(params),
+            max_output_tokens=max_tokens,
+            metadata=params.metadata,
+            waiting_for=waiting,
+        )
+        # The context is rendered again when generation starts, once transcripts are known:
+        # the whole conversation as it is then, or the same explicit input entries.
+        run.pending_context = (head, None if in_conversation and params.input is None else entries)
+        run.pending_generate = generate
+        self._responses[run.id] = run
+        if in_conversation:
+            self._default_response = run.id
+        self._idle_deadline_ms = None
+        self._emit(se.ResponseCreated, response=run.payload())
+        if not run.waiting_for:
+            self._start_generation(run)
+        return run.id
+
+    def _realtime_config(self) -> RealtimeSessionConfig:
+        config = self.config
+        assert isinstance(config, RealtimeSessionConfig)
+        return config
+
+    def _instructions(self, params: ce.ResponseCreateParams) -> list[ChatMessage]:
+        config = self._realtime_config()
         instructions = (
             params.instructions if params.instructions is not None else config.instructions
         )
-        head = [ChatMessage("system", instructions)] if instructions else []
-        messages = head + [m for e in entries if (m := entry_message(e)) is not None]
+        return [ChatMessage("system", instructions)] if instructions else []
+
+    def _generate(
+        self, params: ce.ResponseCreateParams, response_id: str, messages: list[ChatMessage]
+    ) -> Generate:
+        """The engine request of a response created with ``params`` (raises on bad tool_choice)."""
+        config = self._realtime_config()
         modality = (params.output_modalities or config.output_modalities)[0]
         out_audio = params.audio.output if params.audio and params.audio.output else None
         voice_value = (
@@ -757,21 +899,9 @@ class RealtimeSession:
                 else "session.tool_choice",
             )
         max_tokens = params.max_output_tokens or config.max_output_tokens
-        run = ResponseRun(
-            id=self.ids.new("resp"),
-            conversation_id=self.conversation_id if in_conversation else None,
-            modality=modality,
-            voice=voice,
-            output_format={"type": "audio/pcm", "rate": SESSION_RATE},
-            max_output_tokens=max_tokens,
-            metadata=params.metadata,
-            waiting_for=waiting,
-        )
-        # The context is rendered again when generation starts, once transcripts are known:
-        # the whole conversation as it is then, or the same explicit input entries.
-        run.pending_context = (head, None if in_conversation and params.input is None else entries)
-        run.pending_generate = Generate(
-            response_id=run.id,
+        in_conversation = params.conversation != "none"
+        return Generate(
+            response_id=response_id,
             messages=tuple(messages),
             tools=tuple(ToolSpec(t.name, t.description, t.parameters) for t in tools),
             tool_choice=choice,
@@ -781,14 +911,6 @@ class RealtimeSession:
             speed=config.audio.output.speed,
             session_key=self.id if in_conversation and params.input is None else None,
         )
-        self._responses[run.id] = run
-        if in_conversation:
-            self._default_response = run.id
-        self._idle_deadline_ms = None
-        self._emit(se.ResponseCreated, response=run.payload())
-        if not run.waiting_for:
-            self._start_generation(run)
-        return run.id
 
     def _response_context(self, params: ce.ResponseCreateParams) -> tuple[list[Entry], set[str]]:
         """The context entries of a response and the user items still being transcribed."""
@@ -930,6 +1052,8 @@ class RealtimeSession:
             ],
         )
         del self._responses[run.id]
+        if self._playback is not None:
+            self._playback.response_over(run.id)
         record = self._turn_latency.get(run.id)
         if record is not None and record.tts_first_ms is None:
             del self._turn_latency[run.id]  # no output: nothing to measure
@@ -956,3 +1080,6 @@ class RealtimeSession:
 
     def _emit(self, cls: type[se.ServerEvent], **fields: Any) -> None:
         self._out.events.append(cls(event_id=self.ids.new("event"), **fields))
+
+    def _command(self, command: Command) -> None:
+        self._out.commands.append(command)

@@ -107,7 +107,7 @@ def error_from_validation(
     if kind == "missing":
         return errors.missing_parameter(param)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        return _tag_error(node, param)
+        return _tag_error(node, param, str(ctx.get("expected_tags", "")))
     if kind in ("literal_error", "enum"):
         return errors.invalid_value(value, _choices(str(ctx.get("expected", ""))), param)
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
@@ -169,7 +169,7 @@ def _join(prefix: str, path: list[str | int]) -> str:
     return out
 
 
-def _tag_error(node: Any, param: str) -> ProtocolError:
+def _tag_error(node: Any, param: str, expected: str = "") -> ProtocolError:
     """An item or tagged object whose ``type`` (or ``role``) is missing or unknown."""
     if not isinstance(node, dict) or "type" not in node:
         return errors.missing_parameter(_join(param, ["type"]))
@@ -180,6 +180,8 @@ def _tag_error(node: Any, param: str) -> ProtocolError:
         return errors.invalid_value(node["role"], MESSAGE_ROLES, _join(param, ["role"]))
     if param.endswith("item") or "input[" in param:
         return errors.invalid_value(kind, ITEM_TYPES, _join(param, ["type"]))
+    if expected:  # e.g. an audio format or turn detection type: list what is accepted
+        return errors.invalid_value(kind, _choices(expected), _join(param, ["type"]))
     return ProtocolError("invalid_value", f"Invalid value: '{kind}'.", param=_join(param, ["type"]))
 
 

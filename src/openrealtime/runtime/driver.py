@@ -22,12 +22,17 @@ from openrealtime.backends.base import Engines, StreamingSpeechToText, VadStream
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import (
     CancelResponse,
+    ClearPlayback,
     CloseSession,
     Command,
     DetectSpeech,
+    DropSpeculation,
+    EndPlayback,
     EvaluateTurn,
     Generate,
     Listen,
+    PlayAudio,
+    Speculate,
     StopListening,
     Transcribe,
 )
@@ -35,12 +40,15 @@ from openrealtime.core.ids import IdFactory, RandomIds
 from openrealtime.core.latency import TurnLatency
 from openrealtime.core.session import Limits, RealtimeSession
 from openrealtime.logging_setup import SessionLogger
+from openrealtime.protocol.client_events import CLIENT_EVENT_MODELS, WEBSOCKET_EVENT_TYPES
 from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.server_events import ResponseOutputAudioDelta, ResponseOutputTextDelta
 from openrealtime.runtime.listener import Listener
 from openrealtime.runtime.outbox import Frame, Outbox
 from openrealtime.runtime.pipeline import run_response, run_transcription, run_turn_evaluation
+from openrealtime.runtime.playback import MediaPort
+from openrealtime.runtime.speculation import Speculation
 from openrealtime.runtime.vad_batcher import batcher_for
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
 
@@ -80,13 +88,20 @@ class _Disconnected:
 
 
 @dataclass(frozen=True)
+class _Audio:
+    """Input audio that arrived outside events (WebRTC track), PCM16 24 kHz."""
+
+    pcm16: bytes
+
+
+@dataclass(frozen=True)
 class _Backend:
     """A result from an engine task (counted against the backend backpressure)."""
 
     event: be.BackendEvent
 
 
-_Inbox = _Frame | _Disconnected | _Backend | be.BackendEvent
+_Inbox = _Frame | _Disconnected | _Audio | _Backend | be.BackendEvent
 
 
 class _Stalled(Exception):
@@ -109,6 +124,7 @@ class SessionDriver:
         *,
         ids: IdFactory | None = None,
         defaults: dict[str, Any] | None = None,
+        media: MediaPort | None = None,
     ) -> None:
         config = services.config
         self.transport = transport
@@ -120,11 +136,19 @@ class SessionDriver:
             ids=ids or RandomIds(),
             now_ms=wall_ms(),
             limits=Limits(max_duration_ms=int(config.session_max_seconds * 1000)),
-            defaults=defaults,
+            defaults=defaults if defaults is not None else request.session_defaults,
             session_id=request.session_label or None,
             turn_model=self.engines.turn is not None,
+            playback=media is not None,
         )
         self.log = SessionLogger(log, self.session.id)
+        self._media = media
+        """Audio outside events (WebRTC): input from the call's track, output to its buffer."""
+        self._client_types = WEBSOCKET_EVENT_TYPES if media is None else tuple(CLIENT_EVENT_MODELS)
+        self._play_latency: dict[str, TurnLatency] = {}
+        """Latency records of responses whose first audio is queued but not yet played."""
+        if media is not None:
+            media.playback.notify = self._deliver_playback
         self._vad: VadStream = self.engines.vad.open_stream()
         self._inbox: asyncio.Queue[_Inbox] = asyncio.Queue()
         # Backpressure per producer, so VAD results (delivered from a callback) never block:
@@ -135,6 +159,7 @@ class SessionDriver:
         self._stall_s = float(config.outbound_stall_seconds)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._listeners: dict[str, Listener] = {}
+        self._speculation: Speculation | None = None
         self._stt_streams = isinstance(self.engines.stt, StreamingSpeechToText)
         """Checked once: a Protocol isinstance check costs too much per audio chunk."""
         self._close: CloseSession | None = None
@@ -144,7 +169,9 @@ class SessionDriver:
     async def run(self) -> None:
         """Serve the session; returns after the client left or the session closed."""
         self.log.info("session started (%s, model=%s)", self.request.kind, self.request.model)
-        reader = asyncio.create_task(self._read())
+        readers = [asyncio.create_task(self._read())]
+        if self._media is not None:
+            readers.append(asyncio.create_task(self._read_audio(self._media)))
         writer = asyncio.create_task(self._write())
         try:
             await self._flush()
@@ -156,6 +183,9 @@ class SessionDriver:
                 if isinstance(item, _Frame):
                     self._frame_room.release()
                     self._on_frame(item.data)
+                elif isinstance(item, _Audio):
+                    self._frame_room.release()
+                    self.session.receive_audio(item.pcm16)
                 elif isinstance(item, _Backend):
                     self._backend_room.release()
                     self.session.receive_backend_event(item.event)
@@ -166,11 +196,14 @@ class SessionDriver:
             self.log.warning("client stopped reading its events; closing with 1008")
             self._close = CloseSession(1008, "client is not reading events")
         finally:
-            reader.cancel()
+            for reader in readers:
+                reader.cancel()
             tasks = [*self._tasks.values(), *(lis.task for lis in self._listeners.values())]
+            if self._speculation is not None:
+                tasks.append(self._speculation.task)
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(reader, *tasks, return_exceptions=True)
+            await asyncio.gather(*readers, *tasks, return_exceptions=True)
             self._listeners.clear()
             self._tasks.clear()
             if self._batcher is not None:
@@ -216,9 +249,14 @@ class SessionDriver:
             await self._frame_room.acquire()
             await self._inbox.put(_Frame(data))
 
+    async def _read_audio(self, media: MediaPort) -> None:
+        while (pcm16 := await media.receive_audio()) is not None:
+            await self._frame_room.acquire()
+            await self._inbox.put(_Audio(pcm16))
+
     def _on_frame(self, data: str | bytes) -> None:
         try:
-            event = parse_client_event(data)
+            event = parse_client_event(data, allowed_types=self._client_types)
         except ProtocolError as exc:
             self.session.receive_error(exc, client_event_id(data))
             return
@@ -300,27 +338,106 @@ class SessionDriver:
             case Transcribe() if command.item_id in self._listeners:
                 # Decoded while it was spoken: only the final text is left to get.
                 listener = self._listeners.pop(command.item_id)
-                listener.finish()
+                spec = self._speculation
+                # No speech since the pause began: the peeked transcript is the final one.
+                same = spec is not None and spec.item_id == command.item_id
+                listener.finish(spec.transcript if spec is not None and same else None)
                 self._own(f"stt:{command.item_id}", listener.task)
             case Transcribe():
                 self._spawn(
                     f"stt:{command.item_id}",
                     run_transcription(command, self.engines, self._emit_backend),
                 )
+            case Speculate():
+                self._speculate(command)
+            case DropSpeculation():
+                if self._speculation is not None and self._speculation.item_id == command.item_id:
+                    self._speculation.cancel()
+                    self._speculation = None
             case Generate():
+                if self._adopt(command):
+                    return
                 self._spawn(
                     command.response_id, run_response(command, self.engines, self._emit_backend)
                 )
             case CancelResponse():
-                task = self._tasks.pop(command.response_id, None)
-                if task is not None:
-                    task.cancel()
                 dropped = self._outbox.discard_audio(command.response_id)
-                self.log.debug(
-                    "cancelled %s; dropped %d queued audio frames", command.response_id, dropped
-                )
+                task = self._tasks.pop(command.response_id, None)
+                if task is not None and not task.done():
+                    task.cancel()
+                    task.add_done_callback(
+                        functools.partial(
+                            self._log_stopped, command.response_id, time.perf_counter(), dropped
+                        )
+                    )
             case CloseSession():
                 self._close = command
+            case PlayAudio() | EndPlayback() | ClearPlayback():
+                self._playback(command)
+
+    def _log_stopped(
+        self, response_id: str, since: float, dropped: int, _task: asyncio.Task[None]
+    ) -> None:
+        self.log.info(
+            "cancelled %s: its engine tasks stopped %.1f ms later; %d queued audio frames dropped",
+            response_id,
+            (time.perf_counter() - since) * 1000,
+            dropped,
+        )
+
+    def _speculate(self, command: Speculate) -> None:
+        """Prepare the answer of a paused turn from the transcript its listener has so far."""
+        if self._speculation is not None:
+            self._speculation.cancel()
+            self._speculation = None
+        listener = self._listeners.get(command.item_id)
+        if listener is None:
+            return  # no streaming STT: nothing to answer from yet
+        self._speculation = Speculation(command, self.engines, listener.peek, self._emit_backend)
+
+    def _adopt(self, command: Generate) -> bool:
+        """Use the prepared answer for ``command`` if it answered exactly that; else drop it."""
+        spec, self._speculation = self._speculation, None
+        if spec is None:
+            return False
+        if not spec.matches(command):
+            spec.cancel()
+            return False
+        progress = spec.progress()
+        spec.adopt(command, self._inbox.put_nowait)
+        self._own(command.response_id, spec.task)
+        rid = command.response_id
+        self.log.info("%s: using the answer prepared during the pause (%s)", rid, progress)
+        return True
+
+    def _playback(self, command: PlayAudio | EndPlayback | ClearPlayback) -> None:
+        """Run a command on the output audio buffer (WebRTC, spec §5.7)."""
+        if self._media is None:
+            return
+        buffer = self._media.playback
+        match command:
+            case PlayAudio():
+                if command.response_id not in self._play_latency:
+                    latency = self.session.take_latency(command.response_id)
+                    if latency is not None:
+                        self._play_latency[command.response_id] = latency
+                buffer.play(command.response_id, command.item_id, command.pcm16)
+            case EndPlayback():
+                buffer.end(command.response_id)
+            case ClearPlayback():
+                for report in buffer.clear():
+                    self._play_latency.pop(report.response_id, None)
+                    self.session.receive_backend_event(report)
+
+    def _deliver_playback(self, event: be.BackendEvent) -> None:
+        """The output buffer reports (from the audio track): queued like any backend result."""
+        if isinstance(event, be.PlaybackStarted):
+            latency = self._play_latency.pop(event.response_id, None)
+            if latency is not None:
+                latency.first_sent_ms = wall_ms()
+                self.log.info("%s", latency.describe())
+                self.latencies.append(latency)
+        self._inbox.put_nowait(event)
 
     def _deliver_vad(self, probs: list[float]) -> None:
         """Batched VAD results: queued like any backend result, never blocking."""

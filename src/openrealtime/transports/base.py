@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 
 class TransportClosed(Exception):
@@ -34,3 +34,8 @@ class SessionRequest:
     model: str
     session_label: str = ""
     """A short id for logs (never a key)."""
+    call_id: str | None = None
+    """Set for a sideband connection to a live WebRTC call (``?call_id=rtc_…``, spec §1.4)."""
+    session_defaults: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    """Session config applied over the live defaults at creation: a client secret's (spec
+    §1.2) or a WebRTC call's ``session`` form field (§1.3)."""

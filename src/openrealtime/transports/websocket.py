@@ -1,8 +1,10 @@
 """The ``/v1/realtime`` WebSocket route (spec §1.1) and a :class:`Transport` over Starlette.
 
 The route accepts the upgrade first, like the live service, then checks in this order: the beta
-shape (``OpenAI-Beta: realtime=v1``), authentication, and the query (exactly one of ``model``,
-``intent=transcription``, ``call_id``). A failed check is answered with one ``error`` event
+shape (``OpenAI-Beta: realtime=v1``), authentication (an API key or an ephemeral client secret,
+through :func:`openrealtime.auth.authenticate`), and the query (exactly one of ``model``,
+``intent=transcription``, ``call_id``; none needed with a client secret, whose session config
+becomes the session's defaults, spec §1.2). A failed check is answered with one ``error`` event
 (spec §6.1) in one text frame, then a close (3000 for auth, 4000 for the request shape). A good
 handshake hands a :class:`StarletteWebSocketTransport` and a
 :class:`~openrealtime.transports.base.SessionRequest` to the session runner.
@@ -14,20 +16,25 @@ decides nothing about the session itself.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import secrets
 import string
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from openrealtime.logging_setup import SessionLogger, redact
+from openrealtime.auth import (
+    AuthError,
+    Credential,
+    MissingCredential,
+    authenticate,
+    token_from_authorization,
+)
+from openrealtime.logging_setup import SessionLogger
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
 
 if TYPE_CHECKING:
@@ -86,7 +93,6 @@ _MAX_REASON_BYTES = 123
 _BASE62 = string.ascii_letters + string.digits
 _ID_LEN = 21
 
-_MISSING_AUTH = "Missing bearer or basic authentication in header"
 _MISSING_MODEL = (
     "You must provide a model parameter, for example "
     "wss://api.openai.com/v1/realtime?model=gpt-realtime-1.5"
@@ -300,19 +306,9 @@ def _is_beta(headers: Headers, subprotocols: Sequence[str]) -> bool:
 
 def _presented_key(headers: Headers, subprotocols: Sequence[str]) -> str | None:
     """The key from ``Authorization`` (Bearer, or Basic with the key as password) or subprotocol."""
-    authorization = headers.get("authorization", "").strip()
-    scheme, _, credentials = authorization.partition(" ")
-    credentials = credentials.strip()
-    if scheme.lower() == "bearer" and credentials:
-        return credentials
-    if scheme.lower() == "basic" and credentials:
-        try:
-            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            decoded = ""
-        password = decoded.partition(":")[2]
-        if password:
-            return password
+    key = token_from_authorization(headers.get("authorization"))
+    if key is not None:
+        return key
     for protocol in subprotocols:
         if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
             key = protocol[len(KEY_SUBPROTOCOL_PREFIX) :]
@@ -323,42 +319,41 @@ def _presented_key(headers: Headers, subprotocols: Sequence[str]) -> str | None:
 
 def check_auth(
     config: Config, headers: Headers, subprotocols: Sequence[str]
-) -> HandshakeRejection | None:
-    """Check the client's key (spec §1.1 "Auth"); ``None`` when it may proceed.
+) -> Credential | HandshakeRejection:
+    """Check the client's key (spec §1.1 "Auth", §1.2) with :func:`openrealtime.auth.authenticate`.
 
     Args:
-        config: the server config (no ``api_keys`` means authentication is off).
+        config: the server config (no ``api_keys`` means API keys are not checked).
         headers: the upgrade request's headers.
         subprotocols: the offered subprotocols.
 
     Returns:
-        ``None`` when authenticated (or auth is off), else the rejection to send.
+        The credential when the key opens a session (or auth is off), else the rejection to
+        send: a missing key gets code ``null``; an unknown key and an expired, altered or
+        not-yet-valid client secret get ``invalid_api_key``; all close with 3000.
     """
-    if not config.auth_enabled:
-        return None
-    key = _presented_key(headers, subprotocols)
-    if key is None:
+    try:
+        return authenticate(config, _presented_key(headers, subprotocols))
+    except MissingCredential as exc:
         return HandshakeRejection(
             code=None,
-            message=_MISSING_AUTH,
+            message=exc.message,
             close_code=CLOSE_AUTH,
             close_reason="invalid_request_error",
         )
-    if not config.is_valid_key(key):
+    except AuthError as exc:
+        reason = "invalid_request_error" + (f".{exc.code}" if exc.code else "")
         return HandshakeRejection(
-            code="invalid_api_key",
-            message=(
-                f"Incorrect API key provided: {redact(key)}. You can find your API key at "
-                "https://platform.openai.com/account/api-keys."
-            ),
-            close_code=CLOSE_AUTH,
-            close_reason="invalid_request_error.invalid_api_key",
+            code=exc.code, message=exc.message, close_code=CLOSE_AUTH, close_reason=reason
         )
-    return None
 
 
-def _check_query(config: Config, query: QueryParams) -> SessionRequest | HandshakeRejection:
+def _check_query(
+    config: Config, query: QueryParams, credential: Credential
+) -> SessionRequest | HandshakeRejection:
     given = [name for name in ("model", "intent", "call_id") for v in query.getlist(name) if v]
+    if not given and credential.session_type is not None:
+        return _with_secret(credential, credential.session_type, None)
     if not given:
         return _request_error("missing_model", _MISSING_MODEL)
     if len(given) > 1:
@@ -379,6 +374,8 @@ def _check_query(config: Config, query: QueryParams) -> SessionRequest | Handsha
                     f'Model "{model}" is not supported in realtime mode. '
                     f"Supported models: {supported}.",
                 )
+            if credential.session_type is not None:
+                return _with_secret(credential, "realtime", model)
             return SessionRequest(kind="realtime", model=model, session_label=label)
         case "intent":
             intent = query["intent"]
@@ -388,10 +385,41 @@ def _check_query(config: Config, query: QueryParams) -> SessionRequest | Handsha
                     f"Invalid value: '{intent}'. Supported values are: 'transcription'.",
                     param="intent",
                 )
+            if credential.session_type is not None:
+                return _with_secret(credential, "transcription", None)
             return SessionRequest(kind="transcription", model="", session_label=label)
-        case _:
+        case _:  # a sideband: the route looks the call up (spec §1.4)
             call_id = query["call_id"]
-            return _request_error("call_not_found", f"No active call with id '{call_id}'.")
+            if credential.kind == "client_secret":  # a browser's secret must not reach calls
+                return HandshakeRejection(
+                    code="invalid_api_key",
+                    message="A client secret (ek_…) cannot attach to a call; a sideband "
+                    "connection (?call_id=…) needs an API key.",
+                    close_code=CLOSE_AUTH,
+                    close_reason="invalid_request_error.invalid_api_key",
+                )
+            return SessionRequest(kind="realtime", model="", session_label=label, call_id=call_id)
+
+
+def _with_secret(
+    credential: Credential, kind: Literal["realtime", "transcription"], query_model: str | None
+) -> SessionRequest | HandshakeRejection:
+    """The session a client secret opens; its session type must match the query's."""
+    if kind != credential.session_type:
+        asked = "?intent=transcription" if kind == "transcription" else "?model=…"
+        return _request_error(
+            "invalid_value",
+            f"This client secret is for a {credential.session_type} session, but the "
+            f"connection asked for a {kind} session ({asked}).",
+        )
+    defaults = credential.session_defaults or {}
+    secret_model = defaults.get("model")
+    model = ""
+    if kind == "realtime":  # the secret's model wins: the server that minted it chose it
+        model = secret_model if isinstance(secret_model, str) else query_model or "gpt-realtime"
+    return SessionRequest(
+        kind=kind, model=model, session_label=_new_session_label(), session_defaults=defaults
+    )
 
 
 def check_handshake(
@@ -412,10 +440,10 @@ def check_handshake(
     """
     if _is_beta(headers, subprotocols):
         return _request_error("beta_api_shape_disabled", _BETA_DISABLED)
-    rejection = check_auth(config, headers, subprotocols)
-    if rejection is not None:
-        return rejection
-    return _check_query(config, query)
+    credential = check_auth(config, headers, subprotocols)
+    if isinstance(credential, HandshakeRejection):
+        return credential
+    return _check_query(config, query, credential)
 
 
 # --------------------------------------------------------------------------- route
@@ -481,6 +509,9 @@ async def realtime_websocket_endpoint(websocket: WebSocket) -> None:
         await _reject(transport, result.event_json(), result.close_code, result.close_reason)
         return
 
+    if result.call_id is not None:
+        await _serve_sideband(websocket, transport, result.call_id)
+        return
     log = SessionLogger(_log, result.session_label)
     log.info("%s session for %s, model %r", result.kind, _client(websocket), result.model)
     try:
@@ -498,6 +529,26 @@ async def realtime_websocket_endpoint(websocket: WebSocket) -> None:
             transport.close_code,
             transport.peer_close_code,
         )
+
+
+async def _serve_sideband(
+    websocket: WebSocket, transport: StarletteWebSocketTransport, call_id: str
+) -> None:
+    """Attach to a live WebRTC call (spec §1.4); an unknown call gets ``call_not_found``."""
+    from openrealtime.transports.webrtc import serve_sideband
+
+    try:
+        attached = await serve_sideband(websocket.app, transport, call_id)
+    except TransportClosed:
+        attached = True
+    if not attached:
+        rejection = _request_error("call_not_found", f"No active call with id '{call_id}'.")
+        _log.info("refused %s: no call %s (close %d)", _client(websocket), call_id, CLOSE_REQUEST)
+        await _reject(
+            transport, rejection.event_json(), rejection.close_code, rejection.close_reason
+        )
+        return
+    await transport.close(1000)
 
 
 async def _reject(
