@@ -52,7 +52,7 @@ INTERRUPTION = "Stop, wait a moment please."
 AUDIO_DELTA = b'"response.output_audio.delta"'
 
 _TASKS = re.compile(r"cancelled (resp_\w+): its engine tasks stopped ([\d.]+) ms later")
-_WORKER = re.compile(r"llama\.cpp worker stopped ([\d.]+) ms later")
+_WORKER = re.compile(r"llama\.cpp worker stopped ([\d.]+) ms later \(in (\w+)\)")
 
 
 def flite_pcm(text: str) -> bytes:
@@ -227,11 +227,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20, help="half cancel, half barge-in")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--serve-arg", action="append", default=[], help="extra serve argument (repeat)"
+    )
     args = parser.parse_args()
     if shutil.which("flite") is None:
         sys.exit("flite is needed for the barge-in speech (apt-get install flite)")
     print_machine()
-    with serve("silero", startup_timeout=180) as server:
+    with serve("silero", extra_args=args.serve_arg, startup_timeout=180) as server:
         results = asyncio.run(run(f"http://127.0.0.1:{server.port}", args.trials, args.seed))
         time.sleep(0.5)
         log_text = server.log_path.read_text(errors="replace")
@@ -245,6 +248,9 @@ def main() -> None:
         print(row(f"{label} -> response.done received", [r[2] for r in results if r[0] == kind]))
     print(row("cancel -> the response's engine tasks stopped (server)", list(tasks.values())))
     print(row("cancel -> llama.cpp decode thread stopped (server)", workers))
+    for phase in sorted({m[2] for m in _WORKER.finditer(log_text)}):
+        in_phase = [float(m[1]) for m in _WORKER.finditer(log_text) if m[2] == phase]
+        print(row(f"... of which cancelled while in {phase}", in_phase))
     late = sum(r[3] for r in results)
     print(f"\nAudio deltas of a response received after its response.done: {late}")
     matched = sum(1 for r in results if r[1] in tasks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +30,7 @@ from openrealtime.backends.base import (  # noqa: E402
 )
 from openrealtime.backends.errors import BackendError, ModelFileError  # noqa: E402
 from openrealtime.backends.llm_llamacpp import (  # noqa: E402
+    _ABORT_CALLBACK,
     LlamaCppLanguageModel,
     _bounded_schema,
     apply_amx_workaround,
@@ -315,6 +317,41 @@ async def test_cancelling_stops_generation_promptly(model: LlamaCppLanguageModel
         GenerationRequest([SYSTEM, ChatMessage("user", "Say hi.")], max_output_tokens=5),
     )
     assert done_of(events).output_tokens > 0
+
+
+def test_the_abort_callback_reads_its_flag_in_c() -> None:
+    assert _ABORT_CALLBACK is not None, "no C abort callback on this platform"
+    flag = (ctypes.c_uint8 * 2)()
+    data = ctypes.cast(flag, ctypes.c_void_p)
+    assert not _ABORT_CALLBACK(data)
+    flag[0] = 1
+    assert _ABORT_CALLBACK(data)
+
+
+async def test_a_prefill_cancelled_mid_decode_leaves_a_usable_cache() -> None:
+    """Cancel while a long prompt is being evaluated: the decode is aborted in the middle (not
+    at the end of the prompt), and the session's next request reuses what was evaluated."""
+    engine = LlamaCppLanguageModel.from_cache(instances=1, n_threads=1)
+    try:
+        long_system = ChatMessage("system", "You are a helpful assistant. " * 80)
+        request = GenerationRequest(
+            [long_system, ChatMessage("user", "Say hi.")],
+            max_output_tokens=5,
+            session_key="s",
+        )
+        await collect(engine, GenerationRequest([ChatMessage("user", "Hi")], max_output_tokens=1))
+        task = asyncio.create_task(collect(engine, request))
+        await asyncio.sleep(0.3)  # a few chunks into the ~500-token prefill (~1.5 s)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await engine.wait_idle()
+        events, _ = await collect(engine, request)
+        done = done_of(events)
+        assert 0 < done.cached_tokens < done.input_tokens - 32, done
+        assert done.output_tokens > 0
+    finally:
+        engine.close()
 
 
 async def _two_conversations(

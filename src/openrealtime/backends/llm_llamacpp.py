@@ -12,9 +12,11 @@ before creating any ``Llama``; it is idempotent and harmless on builds without A
 
 **Streaming and cancellation.** The blocking llama.cpp calls run in a worker thread (one per
 instance); each token is handed to the event loop as soon as it is sampled. The worker checks a
-cancellation flag before every token and every prompt chunk (:data:`PROMPT_CHUNK` tokens), so
-when the consumer stops iterating or its task is cancelled, generation stops within one decode
-step. :meth:`LlamaCppLanguageModel.wait_idle` waits for workers to finish.
+cancellation flag before every token and every prompt chunk (:data:`PROMPT_CHUNK` tokens), and
+each instance has an abort callback in C that llama.cpp asks between the nodes of every compute
+graph, so when the consumer stops iterating or its task is cancelled, a decode in progress stops
+within about a millisecond (bench/cancel_latency.py) and the KV cache keeps what was evaluated
+before it. :meth:`LlamaCppLanguageModel.wait_idle` waits for workers to finish.
 
 **KV reuse per session.** A ``Llama`` holds one KV cache. The engine keeps a small pool of
 instances (``instances``, default 2, about 60 MB each on top of the shared, memory-mapped
@@ -106,12 +108,9 @@ from openrealtime.backends.errors import BackendError, ModelFileError
 
 _log = logging.getLogger(__name__)
 
-PROMPT_CHUNK = 16
-"""Prompt tokens evaluated per decode call; cancellation is checked between chunks.
-
-Prefill costs ~2.5-3.5 ms per token on the 2-core reference machine whatever the batch, so 16
-tokens keep a cancelled prefill's last step near 40-50 ms (32 took ~75 ms, over the 50 ms
-goal of a barge-in; bench/cancel_latency.py)."""
+PROMPT_CHUNK = 32
+"""Prompt tokens evaluated per decode call. A cancel does not wait for the chunk to end: the
+abort callback (:func:`_c_abort_callback`) stops a decode between graph nodes."""
 TOOL_STRING_MAX_LENGTH = 200
 """``maxLength`` given to tool-argument string properties that declare none."""
 DEFAULT_MAX_OUTPUT_TOKENS = 512
@@ -182,6 +181,26 @@ class _Sampled:
     switched_to_tool: bool = False
 
 
+def _c_abort_callback() -> Any:
+    """A ``ggml_abort_callback`` in C that returns ``data[0] != 0``, or None where unavailable.
+
+    llama.cpp asks the callback between the nodes of every compute graph, so a decode can stop
+    mid-way instead of at the end of a prompt chunk or token (tens of ms on a busy 2-core CPU).
+    A Python callback would take the GIL hundreds of times per token; libc's ``strlen`` on a
+    two-byte buffer ``[flag, 0]`` is a C function of the right shape (pointer in, 0 or 1 out,
+    read as the bool it returns) that touches nothing else.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        address = ctypes.cast(libc.strlen, ctypes.c_void_p).value
+    except (OSError, AttributeError, TypeError):
+        return None
+    return llama_cpp.ggml_abort_callback(address) if address else None
+
+
+_ABORT_CALLBACK = _c_abort_callback()
+
+
 class _Slot:
     """One ``Llama`` instance: one KV cache, one generation at a time."""
 
@@ -191,6 +210,11 @@ class _Slot:
         self.owner: str | None = None
         self.busy = False
         self.used = 0
+        self.abort = (ctypes.c_uint8 * 2)()
+        """``abort[0]`` set: the running decode stops at its next graph node."""
+        if _ABORT_CALLBACK is not None:
+            data = ctypes.cast(self.abort, ctypes.c_void_p)
+            llama_cpp.llama_set_abort_callback(llm.ctx, _ABORT_CALLBACK, data)
 
 
 class _Run:
@@ -201,6 +225,10 @@ class _Run:
         self.cancel = threading.Event()
         self.queue: asyncio.Queue[GenerationEvent | BaseException | None] = asyncio.Queue()
         self.finished = False
+        self.slot: _Slot | None = None
+        """The instance this run holds (set and cleared under the engine's lock)."""
+        self.phase = "queued"
+        """What the worker is doing (for the cancel log): queued, bind, prefill, decode."""
         self.cancelled_at: float | None = None
         """``time.perf_counter()`` when the consumer stopped before the worker finished."""
 
@@ -229,7 +257,11 @@ class _Run:
         self.finished = True
         if self.cancelled_at is not None:
             stopped_ms = (time.perf_counter() - self.cancelled_at) * 1000
-            _log.info("generation cancelled; llama.cpp worker stopped %.1f ms later", stopped_ms)
+            _log.info(
+                "generation cancelled; llama.cpp worker stopped %.1f ms later (in %s)",
+                stopped_ms,
+                self.phase,
+            )
         try:
             self._put(item)
         except _Cancelled:
@@ -394,6 +426,10 @@ class LlamaCppLanguageModel:
         finally:
             run.stop()
             self._runs.discard(run)
+            with self._cond:
+                if run.slot is not None:  # stop its decode mid-graph
+                    run.slot.abort[0] = 1
+                self._cond.notify_all()  # a run waiting for a free instance sees its cancel
 
     async def wait_idle(self) -> None:
         """Wait until every worker has finished (after cancellation, for instance)."""
@@ -447,16 +483,20 @@ class LlamaCppLanguageModel:
             run.check()
             slot = self._acquire(request.session_key, run)
             try:
+                run.phase = "bind"
                 self._bind(slot, request.session_key)
                 self._respond(run, slot, request)
             except (_Cancelled, BackendError):
                 raise  # the KV cache still matches what the slot records
             except Exception:
+                if run.cancel.is_set():  # a decode aborted by the cancel: cells past
+                    _truncate(slot.llm, slot.llm.n_tokens)  # n_tokens are not ours
+                    raise _Cancelled from None
                 _truncate(slot.llm, 0)  # a failed decode may leave the cache half written
                 slot.owner = None
                 raise
             finally:
-                self._release(slot)
+                self._release(slot, run)
         except _Cancelled:
             run.finish(None)
         except BackendError as exc:
@@ -478,11 +518,15 @@ class LlamaCppLanguageModel:
                     self._tick += 1
                     slot.busy = True
                     slot.used = self._tick
+                    slot.abort[0] = 0
+                    run.slot = slot
                     return slot
                 self._cond.wait(0.05)
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: _Slot, run: _Run) -> None:
         with self._cond:
+            run.slot = None
+            slot.abort[0] = 0
             slot.busy = False
             self._cond.notify_all()
 
@@ -716,6 +760,7 @@ class LlamaCppLanguageModel:
         cached = int(differ[0]) if differ.size else usable
         if cached < llm.n_tokens:
             _truncate(llm, cached)
+        run.phase = "prefill"
         for start in range(cached, len(tokens) - 1, PROMPT_CHUNK):
             run.check()
             llm.eval(tokens[start : min(start + PROMPT_CHUNK, len(tokens) - 1)])
@@ -747,6 +792,7 @@ class LlamaCppLanguageModel:
             repeat_penalty=1.0 if grammar is not None else self.repeat_penalty,
             grammar=grammar,
         )
+        run.phase = "decode"
         try:
             while True:
                 run.check()
