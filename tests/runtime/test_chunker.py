@@ -22,14 +22,14 @@ def test_first_chunk_is_cut_at_the_first_clause_end() -> None:
     assert chunks[1].strip() == "the capital of France is Paris."
 
 
-def test_first_chunk_is_cut_after_five_words_without_punctuation() -> None:
+def test_first_chunk_is_cut_after_three_words_without_punctuation() -> None:
     chunker = ClauseChunker()
     got: list[str] = []
     for word in "The capital city of France is Paris and".split():
         got += chunker.push(word + " ")
         if got:
             break
-    assert got == ["The capital city of France "]
+    assert got == ["The capital city "]
 
 
 def test_later_clauses_wait_for_enough_text() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 from openrealtime.audio.pcm import SESSION_RATE
@@ -38,7 +39,8 @@ class Listener:
         self.item_id = item_id
         self._stt = stt
         self._emit = emit
-        self._queue: asyncio.Queue[bytes | _Peek | object] = asyncio.Queue()
+        self._queue: deque[bytes | _Peek | object] = deque()
+        self._queued = asyncio.Event()
         self._samples = 0
         self._known: str | None = None
         self.task = asyncio.create_task(self._run())
@@ -46,7 +48,7 @@ class Listener:
     def feed(self, pcm16: bytes) -> None:
         """Queue more speech (PCM16, 24 kHz); never blocks."""
         self._samples += len(pcm16) // 2
-        self._queue.put_nowait(pcm16)
+        self._put(pcm16)
 
     def finish(self, known: str | None = None) -> None:
         """The turn was committed: produce the final transcript (as backend events).
@@ -56,7 +58,7 @@ class Listener:
         the VAD's account, is not decoded.
         """
         self._known = known
-        self._queue.put_nowait(_FINISH)
+        self._put(_FINISH)
 
     async def peek(self) -> str | None:
         """The final transcript of the speech fed so far, the turn left open (None: can't tell).
@@ -65,8 +67,31 @@ class Listener:
         peek or the stream failed.
         """
         answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Peek(answer))
+        self._put(_Peek(answer))
         return await answer
+
+    def _more_speech(self) -> bytes:
+        """Speech already queued behind the current piece, up to the next marker.
+
+        Fed in one call: a decoder that fell behind (each call is a round trip to its
+        process) catches up at once, so a peek or the final text is not queued behind
+        many 20 ms pieces.
+        """
+        pieces: list[bytes] = []
+        while self._queue and isinstance(head := self._queue[0], bytes) and len(pieces) < 50:
+            pieces.append(head)
+            self._queue.popleft()
+        return b"".join(pieces)
+
+    def _put(self, item: bytes | _Peek | object) -> None:
+        self._queue.append(item)
+        self._queued.set()
+
+    async def _get(self) -> bytes | _Peek | object:
+        while not self._queue:
+            self._queued.clear()
+            await self._queued.wait()
+        return self._queue.popleft()
 
     @staticmethod
     async def _answer_peek(stream: SpeechStream, answer: asyncio.Future[str | None]) -> None:
@@ -86,14 +111,14 @@ class Listener:
         try:
             stream = await self._stt.aopen_stream()
             resampler = StreamResampler(SESSION_RATE, self._stt.sample_rate)
-            while (piece := await self._queue.get()) is not _FINISH:
+            while (piece := await self._get()) is not _FINISH:
                 if self._known is not None:
                     break
                 if isinstance(piece, _Peek):
                     await self._answer_peek(stream, piece.answer)
                     continue
                 assert isinstance(piece, bytes)
-                pcm = resampler.process(piece)
+                pcm = resampler.process(piece + self._more_speech())
                 if pcm:
                     await stream.afeed(pcm)
             if self._known is not None:
@@ -113,8 +138,8 @@ class Listener:
             log.exception("streaming transcription crashed")
             await self._emit(be.TranscriptionFailed(self.item_id, "server_error", repr(exc)))
         finally:
-            while not self._queue.empty():  # nobody waits forever on a peek
-                left = self._queue.get_nowait()
+            while self._queue:  # nobody waits forever on a peek
+                left = self._queue.popleft()
                 if isinstance(left, _Peek) and not left.answer.done():
                     left.answer.set_result(None)
             if stream is not None:
