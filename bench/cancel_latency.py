@@ -119,7 +119,7 @@ async def stopped(conn: Any, response_id: str, since: list[float]) -> tuple[floa
 Outcome = tuple[str, tuple[float, int] | None]
 
 
-async def cancel_trial(conn: Any, rng: random.Random) -> Outcome:
+async def ask_for_a_long_answer(conn: Any) -> None:
     await conn.send(
         {
             "type": "conversation.item.create",
@@ -131,6 +131,10 @@ async def cancel_trial(conn: Any, rng: random.Random) -> Outcome:
         }
     )
     await conn.send({"type": "response.create"})
+
+
+async def cancel_trial(conn: Any, rng: random.Random) -> Outcome:
+    await ask_for_a_long_answer(conn)
     rid = await until_first_audio(conn)
     await asyncio.sleep(rng.uniform(0, 0.2))
     since = [time.monotonic()]
@@ -139,17 +143,7 @@ async def cancel_trial(conn: Any, rng: random.Random) -> Outcome:
 
 
 async def barge_in_trial(conn: Any, rng: random.Random, speech: bytes) -> Outcome:
-    await conn.send(
-        {
-            "type": "conversation.item.create",
-            "item": {
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": PROMPT}],
-            },
-        }
-    )
-    await conn.send({"type": "response.create"})
+    await ask_for_a_long_answer(conn)
     rid = await response_id(conn)
     # Speech right away (after 0-200 ms): it is detected while the answer is being produced.
     audio = bytes(int(rng.uniform(0, 0.2) * RATE) * 2) + speech + bytes(RATE * 2)

@@ -19,6 +19,7 @@ from openrealtime.backends.fake import FakeLanguageModel
 from openrealtime.backends.stt_pocketsphinx import PocketsphinxSpeechToText
 from tests.conformance.conftest import (
     BYTES_PER_MS,
+    Client,
     ServerFactory,
     Speech,
     sdk_client,
@@ -48,20 +49,17 @@ def voiced(speech: Speech) -> bytes:
     return speech.pcm[start:end]
 
 
+async def use_server_vad(client: Client, silence_ms: int) -> None:
+    td = {"type": "server_vad", "silence_duration_ms": silence_ms}
+    audio = {"input": {"transcription": {"model": "x"}, "turn_detection": td}}
+    await client.send({"type": "session.update", "session": {"type": "realtime", "audio": audio}})
+    await client.expect("session.updated")
+
+
 async def spoken_turn(base: str, audio: bytes, silence_ms: int) -> list[dict[str, Any]]:
     """Stream ``audio`` in real time into a server_vad session; every event to response.done."""
     async with sdk_client(base) as client:
-        td = {"type": "server_vad", "silence_duration_ms": silence_ms}
-        await client.send(
-            {
-                "type": "session.update",
-                "session": {
-                    "type": "realtime",
-                    "audio": {"input": {"transcription": {"model": "x"}, "turn_detection": td}},
-                },
-            }
-        )
-        await client.expect("session.updated")
+        await use_server_vad(client, silence_ms)
         sender = asyncio.create_task(stream_audio(client, audio, speedup=1.0))
         try:
             events = await client.collect_until("response.done", wait_s=15)
@@ -88,12 +86,7 @@ async def test_a_finished_sentence_is_answered_once_from_the_pause(
     requests_at_stop: list[int] = []
 
     async with sdk_client(base) as client:
-        td = {"type": "server_vad", "silence_duration_ms": 800}
-        session = {"input": {"transcription": {"model": "x"}, "turn_detection": td}}
-        await client.send(
-            {"type": "session.update", "session": {"type": "realtime", "audio": session}}
-        )
-        await client.expect("session.updated")
+        await use_server_vad(client, 800)
         audio = silence(300) + question + silence(1200)
         sender = asyncio.create_task(stream_audio(client, audio, speedup=1.0))
         try:
