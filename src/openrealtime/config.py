@@ -124,8 +124,11 @@ class Config:
     llm_model_path: str | None = None
     """A local GGUF file for ``--llm llamacpp`` instead of the cached SmolLM2-135M-Instruct."""
 
-    llm_threads: int = 2
-    """CPU threads of the embedded LLM (1 is faster when other work shares the cores)."""
+    llm_threads: int = 1
+    """CPU threads of the embedded LLM. One is the default: in a voice session the VAD, the STT
+    decoder and the network share the cores, and llama.cpp's spinning threads then slow each
+    other down (bench/voice_latency.py on 2 cores: p50 417-465 ms with 1 thread, 469-472 with
+    2; docs/benchmarks.md). Two decode faster on an otherwise idle machine."""
 
     stt_model_path: str | None = None
     """Model for ``--stt faster-whisper``: a CTranslate2 Whisper directory or a size name."""
