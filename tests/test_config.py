@@ -108,3 +108,30 @@ def test_configure_logging_is_idempotent() -> None:
         logger.handlers[:] = before[0]
         logger.setLevel(before[1])
         logger.propagate = before[2]
+
+
+def test_ice_servers_for_webrtc_from_the_environment() -> None:
+    from openrealtime.transports.webrtc import ice_configuration
+
+    config = Config.from_env(
+        {
+            "OPENREALTIME_ICE_SERVERS": "stun:stun.example.org:3478, turn:turn.example.org:3478",
+            "OPENREALTIME_ICE_USERNAME": "u",
+            "OPENREALTIME_ICE_CREDENTIAL": "p4ss",
+        }
+    )
+    assert config.ice_servers == ("stun:stun.example.org:3478", "turn:turn.example.org:3478")
+    assert "p4ss" not in repr(config)
+    stun, turn = ice_configuration(config).iceServers or []
+    assert (stun.urls, stun.username, stun.credential) == ("stun:stun.example.org:3478", None, None)
+    assert (turn.urls, turn.username, turn.credential) == (
+        "turn:turn.example.org:3478",
+        "u",
+        "p4ss",
+    )
+    assert ice_configuration(Config()).iceServers == []
+
+
+def test_an_ice_server_must_be_a_stun_or_turn_url() -> None:
+    with pytest.raises(ValueError, match="ice_servers"):
+        Config(ice_servers=("http://example.org",))

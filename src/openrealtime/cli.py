@@ -175,6 +175,25 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         "--ssl-keyfile", metavar="PEM", help=f"TLS private key (env {_env('ssl_keyfile')})"
     )
     p.add_argument(
+        "--ice-server",
+        action="append",
+        dest="ice_servers",
+        metavar="URL",
+        help=(
+            "STUN/TURN server for WebRTC calls (stun:host:3478, turn:host:3478?transport=udp); "
+            f"repeat for several (env {_env('ice_servers')}, comma-separated). Default: none, "
+            "host candidates only; needed when the server is behind NAT"
+        ),
+    )
+    p.add_argument(
+        "--ice-username", metavar="NAME", help=f"TURN username (env {_env('ice_username')})"
+    )
+    p.add_argument(
+        "--ice-credential",
+        metavar="SECRET",
+        help=f"TURN password; prefer the env {_env('ice_credential')} (flags show in ps)",
+    )
+    p.add_argument(
         "--vad",
         choices=VAD_CHOICES,
         help=f"voice-activity detector (env {_env('vad')}; default {d.vad})",
@@ -288,6 +307,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             api_keys=args.api_keys,
             secret_signing_key=args.secret_signing_key,
+            ice_servers=args.ice_servers,
+            ice_username=args.ice_username,
+            ice_credential=args.ice_credential,
             ssl_certfile=args.ssl_certfile,
             ssl_keyfile=args.ssl_keyfile,
             vad=args.vad,

@@ -91,6 +91,18 @@ class Config:
     Never logged. Env: ``OPENREALTIME_SECRET_SIGNING_KEY``.
     """
 
+    ice_servers: tuple[str, ...] = ()
+    """STUN/TURN servers for WebRTC calls (``stun:host:3478``, ``turn:host:3478?transport=udp``,
+    ``turns:…``). Empty: host candidates only, enough when callers reach the server's address
+    directly (LAN, public IP); a server behind NAT needs a STUN or TURN server. Env:
+    comma-separated ``OPENREALTIME_ICE_SERVERS``."""
+
+    ice_username: str | None = None
+    """Username for the TURN servers in ``ice_servers``."""
+
+    ice_credential: str | None = dataclasses.field(default=None, repr=False)
+    """Password for the TURN servers in ``ice_servers`` (never logged)."""
+
     ssl_certfile: str | None = None
     """PEM certificate file; with ``ssl_keyfile`` the server speaks ``https``/``wss``."""
 
@@ -212,6 +224,9 @@ class Config:
                 "without spaces around (e.g. `python -c 'import secrets; "
                 "print(secrets.token_urlsafe(32))'`)"
             )
+        for url in self.ice_servers:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise ValueError(f"ice_servers: {url!r} is not a stun:, turn: or turns: URL")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile must be given together")
         positive = {

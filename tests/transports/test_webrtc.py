@@ -33,17 +33,28 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
 from av import AudioFrame
 
 from openrealtime.app import create_app
+from openrealtime.audio.halfband import DELAY_24K
 from openrealtime.audio.resample import resample
 from openrealtime.backends.base import Engines
 from openrealtime.backends.fake import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech
 from openrealtime.backends.vad_silero import SileroVad
 from openrealtime.config import Config
+from openrealtime.runtime.playback import PlaybackBuffer
 from openrealtime.transports import webrtc
 from openrealtime.transports.webrtc import CallRegistry, call_registry
+from openrealtime.transports.webrtc_media import (
+    AudioJitterBuffer,
+    CallMedia,
+    PlaybackTrack,
+    use_audio_jitter_buffer,
+)
 from tests.helpers.oracle import SERVER_EVENT
 from tests.helpers.server import running_server, ws_url
 
@@ -722,3 +733,178 @@ async def test_a_call_that_never_connects_is_dropped(
         await until(lambda: server.calls.get(call_id) is None, wait_s=5)
     finally:
         await pc.close()
+
+
+# --------------------------------------------------------------------------- media, in process
+
+
+def _tone_48k(samples: int, channels: int) -> AudioFrame:
+    tone = np.rint(12000 * np.sin(2 * np.pi * 1000 * np.arange(samples) / 48000)).astype("<i2")
+    frame = AudioFrame(format="s16", layout="stereo" if channels == 2 else "mono", samples=samples)
+    frame.planes[0].update(np.repeat(tone, channels).tobytes())
+    frame.sample_rate = 48000
+    return frame
+
+
+async def test_playback_track_audio_is_in_the_opus_packet_of_its_own_frame() -> None:
+    """Frame k's audio is in the packet encoded from frame k: aiortc's encoder gets 48 kHz
+    frames and does not resample (its resampler held every 24 kHz frame back one frame)."""
+    buffer = PlaybackBuffer()
+    track = PlaybackTrack(buffer)
+    encoder, decoder = OpusEncoder(), OpusDecoder()
+    loud: list[bool] = []
+    try:
+        for k in range(6):
+            if k == 3:
+                buffer.play("resp_1", "item_1", _tone())
+            frame = await track.recv()
+            assert (frame.sample_rate, frame.samples, len(frame.layout.channels)) == (48000, 960, 1)
+            packets, _ = encoder.encode(frame)
+            assert len(packets) == 1, k  # one packet per frame, from the first frame on
+            decoded = decoder.decode(JitterFrame(packets[0], k * 960))
+            samples = np.concatenate([d.to_ndarray().ravel() for d in decoded])
+            loud.append(rms(samples.astype("<i2").tobytes()) > 1000)
+    finally:
+        track.stop()
+    assert loud == [False, False, False, True, True, True]
+
+
+def _tone() -> bytes:
+    """100 ms of a 1 kHz tone, PCM16 mono 24 kHz."""
+    t = np.arange(2400) / RATE
+    return np.rint(12000 * np.sin(2 * np.pi * 1000 * t)).astype("<i2").tobytes()
+
+
+class FramesTrack(MediaStreamTrack):
+    """A remote track that yields the given frames, then ends."""
+
+    kind = "audio"
+
+    def __init__(self, frames: list[AudioFrame]) -> None:
+        super().__init__()
+        self._frames = list(frames)
+
+    async def recv(self) -> AudioFrame:
+        if not self._frames:
+            raise MediaStreamError
+        return self._frames.pop(0)
+
+
+async def test_call_media_converts_opus_frames_at_once_and_other_rates_too() -> None:
+    """48 kHz (Opus): every 20 ms frame gives its 20 ms at 24 kHz at once; 8 kHz: soxr."""
+    media = CallMedia()
+    media.remote = FramesTrack([_tone_48k(960, 2) for _ in range(3)])
+    chunks = [await media.receive_audio() for _ in range(3)]
+    assert [len(c or b"") for c in chunks] == [960] * 3
+    assert rms(b"".join(c or b"" for c in chunks)[DELAY_24K * 2 :]) > 8000
+    assert await media.receive_audio() is None
+
+    narrow = []
+    for _ in range(10):
+        frame = AudioFrame(format="s16", layout="mono", samples=160)
+        frame.planes[0].update(_pcm_tone(160, 8000))
+        frame.sample_rate = 8000
+        narrow.append(frame)
+    media = CallMedia()
+    media.remote = FramesTrack(narrow)
+    got = bytearray()
+    while (chunk := await media.receive_audio()) is not None:
+        got += chunk
+    assert 0 < len(got) <= 10 * 960 and rms(bytes(got)) > 5000
+    media.end()
+
+
+def _pcm_tone(samples: int, rate: int) -> bytes:
+    t = np.arange(samples) / rate
+    return np.rint(12000 * np.sin(2 * np.pi * 500 * t)).astype("<i2").tobytes()
+
+
+def _packet(seq: int) -> RtpPacket:
+    packet = RtpPacket(payload_type=111, sequence_number=seq & 0xFFFF, timestamp=seq * 960)
+    packet._data = bytes([seq & 0xFF])  # type: ignore[attr-defined]
+    return packet
+
+
+def _released(buffer: AudioJitterBuffer, seqs: list[int]) -> list[int | None]:
+    out: list[int | None] = []
+    for seq in seqs:
+        pli, frame = buffer.add(_packet(seq))
+        assert pli is False
+        out.append(None if frame is None else frame.timestamp // 960)
+    return out
+
+
+def test_audio_jitter_buffer_releases_in_order_packets_at_once() -> None:
+    assert _released(AudioJitterBuffer(), [0, 1, 2, 3]) == [0, 1, 2, 3]
+    wrapping = [65534, 65535, 65536, 65537]  # sent as 65534, 65535, 0, 1
+    assert _released(AudioJitterBuffer(), wrapping) == wrapping
+
+
+def test_audio_jitter_buffer_puts_one_reordered_packet_back_in_place() -> None:
+    buffer = AudioJitterBuffer()
+    assert _released(buffer, [0, 1, 3, 2, 4, 5]) == [0, 1, None, 2, 3, 4]
+    assert buffer.held == 1  # one packet held from then on, never more
+
+
+def test_audio_jitter_buffer_gives_up_a_lost_packet_after_one_more() -> None:
+    buffer = AudioJitterBuffer()
+    got = _released(buffer, [0, 1, 3, 4, 5, 6, 2, 7])
+    assert got == [0, 1, None, 3, 4, 5, None, 6]  # 2 is lost; when it comes late, it is dropped
+    assert buffer.held == 1
+    # aiortc's own audio buffer (capacity 16, prefetch 4) stalls 15 packets at a loss, drops
+    # packets it had received, and holds about 14 for the rest of the call:
+    stock = JitterBuffer(capacity=16, prefetch=4)
+    stock_out = []
+    for seq in [s for s in range(40) if s != 5]:
+        _, frame = stock.add(_packet(seq))
+        stock_out.append(None if frame is None else frame.timestamp // 960)
+    assert stock_out[-1] == 25 and 1 not in stock_out  # 39 arrived, 25 released
+
+
+def test_audio_jitter_buffer_drops_duplicates_and_restarts_after_jumps() -> None:
+    buffer = AudioJitterBuffer()
+    assert _released(buffer, [10, 11, 11, 10]) == [10, 11, None, None]
+    assert _released(buffer, [40]) == [40]  # 29 ahead >= capacity 16: restart there
+    far_behind = (41 - 200) & 0xFFFF
+    assert _released(buffer, [41, far_behind]) == [41, far_behind]  # >= 100 back: restart
+    with pytest.raises(ValueError, match="reorder"):
+        AudioJitterBuffer(reorder=0)
+
+
+def test_audio_jitter_buffer_never_holds_more_than_reorder_packets() -> None:
+    rng = np.random.default_rng(7)
+    for reorder in (1, 2, 3):
+        buffer = AudioJitterBuffer(reorder=reorder)
+        seqs = [s for s in range(2000) if rng.random() > 0.05]  # 5 % loss
+        for i in range(0, len(seqs) - 1, 7):  # and swaps
+            seqs[i], seqs[i + 1] = seqs[i + 1], seqs[i]
+        released = [s for s in _released(buffer, seqs) if s is not None]
+        assert released == sorted(released)  # in order, each at most once
+        assert buffer.held <= reorder
+        assert len(released) >= 0.9 * len(seqs)
+
+
+async def test_use_audio_jitter_buffer_replaces_only_a_known_audio_buffer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pc = RTCPeerConnection()
+    try:
+        audio = pc.addTransceiver("audio")
+        video = pc.addTransceiver("video")
+        assert use_audio_jitter_buffer(audio) is True
+        assert isinstance(audio.receiver._RTCRtpReceiver__jitter_buffer, AudioJitterBuffer)  # type: ignore[attr-defined]
+        assert use_audio_jitter_buffer(video) is False
+        # an aiortc whose receiver no longer looks as expected: calls go on with its buffer
+        assert use_audio_jitter_buffer(audio) is False  # already replaced: not a JitterBuffer
+        assert "not replacing" in caplog.text
+    finally:
+        await pc.close()
+
+
+async def test_calls_use_the_audio_jitter_buffer(server: Server) -> None:
+    async with call(server.base) as caller:
+        live = server.calls.get(caller.call_id)
+        assert live is not None
+        (transceiver,) = live.pc.getTransceivers()
+        buffer = transceiver.receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+        assert isinstance(buffer, AudioJitterBuffer)

@@ -28,7 +28,13 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 from fastapi import FastAPI, Request
@@ -49,7 +55,7 @@ from openrealtime.protocol.codec import dump_event
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.session_config import merge_update
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
-from openrealtime.transports.webrtc_media import CallMedia
+from openrealtime.transports.webrtc_media import CallMedia, use_audio_jitter_buffer
 
 if TYPE_CHECKING:
     from openrealtime.app import Services
@@ -552,6 +558,20 @@ def _session_defaults(
     return defaults, model
 
 
+def ice_configuration(config: Config) -> RTCConfiguration:
+    """The peer connection's ICE servers (``--ice-server``; TURN ones get the credentials).
+
+    With none, only host candidates are offered (no STUN lookup, which would stall offline).
+    """
+    servers = [
+        RTCIceServer(urls=url)
+        if url.startswith("stun:")
+        else RTCIceServer(urls=url, username=config.ice_username, credential=config.ice_credential)
+        for url in config.ice_servers
+    ]
+    return RTCConfiguration(iceServers=servers)
+
+
 async def create_call(request: Request) -> Response:
     """``POST /v1/realtime/calls``: answer an SDP offer and start the call (spec §1.3).
 
@@ -575,7 +595,7 @@ async def create_call(request: Request) -> Response:
         return _error(request, exc.status, exc.message, exc.code, exc.param)
 
     call_id = _new_call_id()
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc = RTCPeerConnection(ice_configuration(config))
     media = CallMedia()
     transport = CallTransport()
 
@@ -594,6 +614,8 @@ async def create_call(request: Request) -> Response:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except Exception as exc:  # aiortc raises ValueError and its own errors for bad SDP
             raise _BadRequest(f"Invalid 'sdp': {exc}", code="invalid_value", param="sdp") from None
+        for transceiver in pc.getTransceivers():
+            use_audio_jitter_buffer(transceiver)  # 80 ms less on every user turn
         kinds = [t.kind for t in pc.getTransceivers()]
         if "audio" not in kinds:
             raise _BadRequest(

@@ -1,11 +1,15 @@
 """The audio of a WebRTC call (spec §1.3): the remote track in, a paced track out.
 
 aiortc decodes the caller's Opus into frames (48 kHz stereo); :class:`CallMedia` turns them into
-session audio (PCM16 mono 24 kHz, resampled with :mod:`openrealtime.audio.resample`) for the
-driver. Output audio is the call's :class:`~openrealtime.runtime.playback.PlaybackBuffer`, read
-by :class:`PlaybackTrack` one 20 ms frame at a time in real time (paced by the frames' pts like
-aiortc's ``AudioStreamTrack``) and encoded to Opus by aiortc; the buffer knows exactly what has
-been played (design.md decision 5).
+session audio (PCM16 mono 24 kHz) for the driver. Output audio is the call's
+:class:`~openrealtime.runtime.playback.PlaybackBuffer`, read by :class:`PlaybackTrack` one 20 ms
+frame at a time in real time (paced by the frames' pts like aiortc's ``AudioStreamTrack``) and
+encoded to Opus by aiortc; the buffer knows exactly what has been played (design.md decision 5).
+
+Latency (docs/benchmarks.md, "WebRTC calls"): both directions convert 24 <-> 48 kHz with the
+halfband filters of :mod:`openrealtime.audio.halfband` (0.65 ms of delay, no frame held back),
+so aiortc's encoder gets 48 kHz frames and does not resample; and the caller's audio goes
+through :class:`AudioJitterBuffer` instead of aiortc's (which holds every packet for 80 ms).
 
 This module is a shell (house rule 3): it converts and paces audio, it decides nothing.
 """
@@ -16,24 +20,42 @@ import asyncio
 import fractions
 import logging
 
+import aiortc
 import numpy as np
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.rtp import RtpPacket
 from av import AudioFrame
 
+from openrealtime.audio.halfband import HalfbandDownsampler, HalfbandUpsampler
 from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.audio.resample import StreamResampler
 from openrealtime.runtime.playback import PlaybackBuffer
 
-__all__ = ["FRAME_MS", "CallMedia", "PlaybackTrack", "frame_to_pcm16"]
+__all__ = [
+    "FRAME_MS",
+    "TRACK_RATE",
+    "AudioJitterBuffer",
+    "CallMedia",
+    "PlaybackTrack",
+    "frame_to_pcm16",
+    "use_audio_jitter_buffer",
+]
 
 _log = logging.getLogger(__name__)
 
 FRAME_MS = 20
 """Output frame duration: WebRTC's usual Opus packetization (``a=ptime:20``)."""
 
-_FRAME_SAMPLES = SESSION_RATE * FRAME_MS // 1000
-_FRAME_BYTES = _FRAME_SAMPLES * 2
-_TIME_BASE = fractions.Fraction(1, SESSION_RATE)
+TRACK_RATE = 48000
+"""Sample rate of the frames :class:`PlaybackTrack` hands to aiortc: Opus's own rate, so that
+aiortc's encoder does not resample them (its resampler would hold back one frame)."""
+
+_READ_BYTES = SESSION_RATE * FRAME_MS // 1000 * 2
+"""One frame of the (24 kHz) output buffer."""
+_FRAME_SAMPLES = TRACK_RATE * FRAME_MS // 1000
+_TIME_BASE = fractions.Fraction(1, TRACK_RATE)
 _MAX_LAG_S = 0.2
 """If the event loop falls this far behind, restart the clock instead of sending a burst."""
 
@@ -42,7 +64,9 @@ class PlaybackTrack(MediaStreamTrack):
     """The call's outgoing audio track: the output buffer, one 20 ms frame per 20 ms.
 
     Silence is sent while the buffer is empty, so the receiver's clock keeps running and a new
-    response starts playing within one frame.
+    response starts playing within one frame. Frames are 48 kHz mono (:data:`TRACK_RATE`),
+    upsampled from the buffer's 24 kHz as they are read: audio read for frame ``k`` is sent in
+    frame ``k``, 0.65 ms later within it.
 
     Args:
         buffer: the call's output audio buffer (PCM16 mono 24 kHz).
@@ -53,6 +77,7 @@ class PlaybackTrack(MediaStreamTrack):
     def __init__(self, buffer: PlaybackBuffer) -> None:
         super().__init__()
         self._buffer = buffer
+        self._upsampler = HalfbandUpsampler()
         self._start: float | None = None
         self._pts = 0
 
@@ -65,15 +90,15 @@ class PlaybackTrack(MediaStreamTrack):
             self._start = loop.time()
         else:
             self._pts += _FRAME_SAMPLES
-            wait = self._start + self._pts / SESSION_RATE - loop.time()
+            wait = self._start + self._pts / TRACK_RATE - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)  # pacing, not synchronization (design.md decision 5)
             elif wait < -_MAX_LAG_S:
-                self._start = loop.time() - self._pts / SESSION_RATE
-        pcm16 = self._buffer.read(_FRAME_BYTES)
+                self._start = loop.time() - self._pts / TRACK_RATE
+        pcm16 = self._upsampler.process(self._buffer.read(_READ_BYTES))
         frame = AudioFrame(format="s16", layout="mono", samples=_FRAME_SAMPLES)
         frame.planes[0].update(pcm16)
-        frame.sample_rate = SESSION_RATE
+        frame.sample_rate = TRACK_RATE
         frame.pts = self._pts
         frame.time_base = _TIME_BASE
         return frame
@@ -112,7 +137,7 @@ class CallMedia:
         self.track = PlaybackTrack(self._playback)
         """The track added to the peer connection (its answer carries ``a=msid``)."""
         self.remote: MediaStreamTrack | None = None
-        self._resampler: StreamResampler | None = None
+        self._resampler: HalfbandDownsampler | StreamResampler | None = None
         self._ended = asyncio.Event()
 
     @property
@@ -146,8 +171,129 @@ class CallMedia:
                 continue
             pcm16, rate = frame_to_pcm16(frame)
             if self._resampler is None or self._resampler.in_rate != rate:
-                self._resampler = StreamResampler(rate, SESSION_RATE)
+                self._resampler = _input_resampler(rate)
             out = self._resampler.process(pcm16)
             if out:
                 return out
         return None
+
+
+def _input_resampler(rate: int) -> HalfbandDownsampler | StreamResampler:
+    """48 kHz (Opus, always): the halfband filter (0.65 ms); another rate (G.711's 8 kHz): soxr."""
+    if rate == 2 * SESSION_RATE:
+        return HalfbandDownsampler()
+    return StreamResampler(rate, SESSION_RATE)
+
+
+class AudioJitterBuffer(JitterBuffer):
+    """The receive buffer for the caller's audio: packets in sequence order, held only at a gap.
+
+    aiortc's audio receiver uses ``JitterBuffer(capacity=16, prefetch=4)``: it releases a packet
+    only once the 4th packet after it has arrived (80 ms on every packet), and at a lost packet
+    it stalls for 14 packets, drops the 4 it held, and then keeps 14 packets (280 ms) held for
+    the rest of the call, because the receiver takes at most one packet out per packet in.
+    The server does not play this audio out (VAD and STT take it in bursts as well as paced),
+    and aiortc sends no NACKs for audio, so a missing packet is either reordered (it comes
+    within a packet or two) or gone.
+
+    This buffer releases the next packet in sequence as soon as it is there. At a gap it waits
+    for at most ``reorder`` later packets; when one more arrives the missing packet counts as
+    lost (a 20 ms gap in the input audio) and arrives too late if it comes at all. So at most
+    ``reorder`` packets are ever held: none on a clean network, ``reorder`` after the first
+    reordered or lost packet (one in, one out from then on). A jump of ``capacity`` or more
+    packets forward, or of 100 or more back, restarts the buffer at the new packet.
+
+    Audio packets are whole frames (one Opus, G.711 or G.722 frame each), so every packet is
+    released as a frame of its own; aiortc's ``JitterBuffer`` is the base class only so that
+    the receiver's attribute keeps its type.
+
+    Args:
+        capacity: the largest forward jump that is still taken as loss (16 packets: 320 ms).
+        reorder: how many later packets may overtake a packet that is still used (>= 1).
+    """
+
+    _MAX_MISORDER = 100  # as aiortc's JitterBuffer
+
+    def __init__(self, capacity: int = 16, reorder: int = 1) -> None:
+        super().__init__(capacity=capacity)
+        if reorder < 1:
+            raise ValueError(f"reorder must be at least 1, got {reorder}")
+        self.reorder = reorder
+        self._next: int | None = None
+        self._pending: dict[int, RtpPacket] = {}
+
+    @property
+    def held(self) -> int:
+        """How many packets are waiting (at most ``reorder``)."""
+        return len(self._pending)
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        """Take one received packet; give back the next one in sequence if it may go now.
+
+        Returns:
+            ``(False, frame or None)``, as aiortc's receiver expects (the flag asks for a
+            picture loss indication: video only).
+        """
+        seq = packet.sequence_number
+        if self._next is None:
+            self._next = seq
+        ahead = (seq - self._next) & 0xFFFF
+        behind = (self._next - seq) & 0xFFFF
+        if behind and behind < ahead:  # before the next one: late, or already released
+            if behind < self._MAX_MISORDER:
+                return False, None
+            self._restart(seq)
+        elif ahead >= self.capacity:
+            self._restart(seq)
+        if seq in self._pending:
+            return False, None  # a duplicate
+        self._pending[seq] = packet
+        if self._next not in self._pending:
+            if len(self._pending) <= self.reorder:
+                return False, None  # wait: the missing packet may still come
+            nxt = self._next  # give it up: go on from the oldest packet that came
+            self._next = min(self._pending, key=lambda s: (s - nxt) & 0xFFFF)
+        out = self._pending.pop(self._next)
+        self._next = (self._next + 1) & 0xFFFF
+        return False, JitterFrame(data=out._data, timestamp=out.timestamp)  # type: ignore[attr-defined]
+
+    def _restart(self, seq: int) -> None:
+        self._pending.clear()
+        self._next = seq
+
+
+_RECEIVER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+"""aiortc's private attribute for the receiver's jitter buffer (aiortc 1.x, checked on 1.16)."""
+
+
+def use_audio_jitter_buffer(transceiver: RTCRtpTransceiver) -> bool:
+    """Give an audio transceiver's receiver an :class:`AudioJitterBuffer`, before any packet.
+
+    aiortc has no public way to configure the receiver's jitter buffer: it is created in
+    ``RTCRtpReceiver.__init__`` (``JitterBuffer(capacity=16, prefetch=4)`` for audio) and kept in
+    a private attribute. This replaces that attribute, which is the one private thing this
+    module touches. If the aiortc version is not 1.x or the attribute is not an aiortc
+    ``JitterBuffer`` any more, it changes nothing and logs a warning: the call then works with
+    aiortc's own buffer (80 ms more latency on the caller's audio).
+
+    Args:
+        transceiver: a transceiver of the call, after ``setRemoteDescription`` and before the
+            connection starts (``setLocalDescription``); a video one is left alone.
+
+    Returns:
+        Whether the buffer was replaced.
+    """
+    if transceiver.kind != "audio":
+        return False
+    receiver = transceiver.receiver
+    current = getattr(receiver, _RECEIVER_BUFFER_ATTR, None)
+    if not aiortc.__version__.startswith("1.") or type(current) is not JitterBuffer:
+        _log.warning(
+            "aiortc %s: not replacing the audio receiver's jitter buffer (%s); "
+            "the caller's audio keeps aiortc's default 80 ms buffer",
+            aiortc.__version__,
+            type(current).__name__,
+        )
+        return False
+    setattr(receiver, _RECEIVER_BUFFER_ATTR, AudioJitterBuffer(capacity=current.capacity))
+    return True
