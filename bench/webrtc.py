@@ -91,6 +91,7 @@ from av import AudioFrame
 from voice_latency import Utterance, synthesize
 
 from openrealtime.audio.resample import resample
+from openrealtime.transports.webrtc_media import use_audio_jitter_buffer
 
 API_KEY = "sk-bench-webrtc"
 RATE = 24000
@@ -288,6 +289,12 @@ class Peer:
                     self.quiet.set()
 
 
+SMALL_CLIENT_BUFFER = False
+"""``--small-client-buffer``: the caller receives through openrealtime's own 1-packet jitter
+buffer instead of aiortc's default (4 packets, ~80 ms), like a client that keeps its playout
+delay low (browsers adapt theirs to the network's jitter)."""
+
+
 async def open_call(
     base: str, session: dict[str, Any], *, decode: bool, http: httpx.AsyncClient
 ) -> Peer:
@@ -295,6 +302,9 @@ async def open_call(
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     mic = MicTrack()
     pc.addTrack(mic)
+    if SMALL_CLIENT_BUFFER:
+        for transceiver in pc.getTransceivers():
+            use_audio_jitter_buffer(transceiver)
     peer = Peer(pc, mic, decode)
     peer.hook_receiver()
     peer.channel = channel = pc.createDataChannel("oai-events")
@@ -689,8 +699,15 @@ def main() -> None:
         "--keep-going", action="store_true", help="run every level, even after one fell behind"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/client CPUs")
+    parser.add_argument(
+        "--small-client-buffer",
+        action="store_true",
+        help="the caller uses a 1-packet jitter buffer instead of aiortc's 4-packet default",
+    )
     parser.add_argument("--server-log", type=Path, help="keep the server's log in this file")
     args = parser.parse_args()
+    global SMALL_CLIENT_BUFFER
+    SMALL_CLIENT_BUFFER = args.small_client_buffer
     levels = [int(x) for x in args.levels.split(",") if x.strip() and int(x) > 0]
     if args.audio_turns > 0 and shutil.which("flite") is None:
         sys.exit(
