@@ -215,11 +215,12 @@ async def call(
     session: dict[str, Any] | None = None,
     keep_candidates: bool = False,
     read_created: bool = True,
+    direction: str = "sendrecv",
 ) -> AsyncIterator[Caller]:
     """A connected caller (data channel open, ``session.created`` read); closed on exit."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     mic = PcmTrack()
-    pc.addTrack(mic)
+    pc.addTransceiver(mic, direction=direction)
     channel = pc.createDataChannel("oai-events")
     audio = bytearray()
     tasks: list[asyncio.Task[None]] = []
@@ -383,6 +384,33 @@ async def test_audio_out_plays_on_the_track_with_output_buffer_events(server: Se
         await asyncio.sleep(0.4)  # what is still in the caller's jitter buffer
         assert rms(bytes(caller.audio)) > 500, "the received audio is silent"
         assert len(caller.audio) / 96 >= expected_s * 1000  # 48 kHz mono: 96 bytes per ms
+
+
+async def test_a_caller_that_takes_no_audio_still_gets_paced_buffer_events(
+    server: Server,
+) -> None:
+    """A ``sendonly`` offer: nothing is sent to the caller, but the output buffer still plays
+    in real time (into nowhere), so started/stopped keep their meaning."""
+    async with call(server.base, session=NO_VAD, direction="sendonly") as caller:
+        assert "a=recvonly" in caller.answer
+        caller.send(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "hello there"}],
+                },
+            }
+        )
+        caller.send({"type": "response.create"})
+        await caller.wait_for("output_audio_buffer.started")
+        played_from = time.monotonic()
+        await caller.wait_for("output_audio_buffer.stopped")
+        played_s = time.monotonic() - played_from
+        expected_s = len("You said: hello there") * 60 / 1000
+        assert expected_s - 0.15 <= played_s <= expected_s + 0.5, (played_s, expected_s)
+        assert caller.audio == bytearray()
 
 
 def flite(text: str, tmp: Path) -> bytes:

@@ -36,7 +36,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.exceptions import InvalidStateError
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
@@ -314,6 +314,9 @@ class Call:
         self.driver = driver
         self.log = SessionLogger(_log, driver.session.id)
         self._connect_timer: asyncio.TimerHandle | None = None
+        self.plays_unheard = False
+        """The caller takes no audio (a ``sendonly`` offer): the output is still paced in real
+        time, into nowhere, so ``output_audio_buffer.*`` events and truncation stay true."""
 
     def watch_connection(self, timeout_s: float) -> None:
         """End the call if the connection fails, closes, or is not up within ``timeout_s``."""
@@ -340,11 +343,15 @@ class Call:
     async def run(self) -> None:
         """Serve the session until the call ends, then release everything the call holds."""
         self.log.info("%s: call started", self.id)
+        unheard = asyncio.create_task(self._play_unheard()) if self.plays_unheard else None
         try:
             await self.driver.run()
         except Exception:
             self.log.exception("%s: session failed", self.id)
         finally:
+            if unheard is not None:
+                unheard.cancel()
+                await asyncio.gather(unheard, return_exceptions=True)
             self.transport.end("session ended")
             if self._connect_timer is not None:
                 self._connect_timer.cancel()
@@ -352,6 +359,14 @@ class Call:
             await self.transport.flush(1.0)  # the last events (e.g. session_expired) go out
             await self.pc.close()
             self.log.info("%s: call ended (%s)", self.id, self.transport.end_reason)
+
+    async def _play_unheard(self) -> None:
+        """Read the output track as aiortc's sender would, for a caller that takes no audio."""
+        while True:
+            try:
+                await self.media.track.recv()
+            except MediaStreamError:
+                return
 
 
 class CallRegistry:
@@ -646,6 +661,10 @@ async def create_call(request: Request) -> Response:
         await pc.close()
         raise
     call = Call(call_id, pc, transport, media, driver)
+    call.plays_unheard = not any(
+        t.kind == "audio" and t.currentDirection in ("sendrecv", "sendonly")
+        for t in pc.getTransceivers()
+    )
     call.watch_connection(CONNECT_TIMEOUT_S)
     call_registry(request.app).start(call)
     call.log.info(
