@@ -328,3 +328,30 @@ def test_out_of_band_audio_is_played_but_never_truncated() -> None:
     sim.send({"type": "output_audio_buffer.clear"})
     sim.backend(be.PlaybackCleared("resp_1", True, (("item_1", 0),)))
     assert sim.types() == ["output_audio_buffer.started", "output_audio_buffer.cleared"]
+
+
+def test_idle_timeout_counts_from_the_end_of_playback() -> None:
+    """Spec §5.10: the idle timer starts once the assistant's audio has finished playing; over
+    WebRTC the transport says when that is (PlaybackDrained), however long playback took."""
+    td = {"type": "server_vad", "idle_timeout_ms": 5000, "create_response": False}
+    sim = rtc_sim({"instructions": "", "audio": {"input": {"turn_detection": td}}})
+    start_audio_response(sim)
+    sim.backend(be.ResponseText("resp_1", "Hi. "))
+    sim.backend(be.ResponseAudio("resp_1", pcm(1000, 1)))
+    sim.backend(be.PlaybackStarted("resp_1"))
+    sim.time(500)
+    sim.backend(be.ResponseGenerated("resp_1", "stop", 10, 20))
+    sim.events()
+    sim.commands()
+    # Playback lags (the 1 s of audio ends 3 s after response.done): not armed before the drain.
+    sim.time(8000)
+    assert "input_audio_buffer.timeout_triggered" not in sim.types()
+    assert sim.session.next_deadline_ms() != sim.session.created_ms + 500 + 1000 + 5000
+    sim.time(8500)
+    sim.backend(be.PlaybackDrained("resp_1"))
+    assert sim.types() == ["output_audio_buffer.stopped"]
+    assert sim.session.next_deadline_ms() == sim.session.created_ms + 8500 + 5000
+    sim.time(8500 + 4999)
+    assert sim.events() == []
+    sim.time(8500 + 5000)
+    assert sim.types()[0] == "input_audio_buffer.timeout_triggered"

@@ -42,7 +42,13 @@ from openrealtime.core.latency import ArrivalClock, TurnLatency
 from openrealtime.core.output import ResponseWriter
 from openrealtime.core.playback import OutputAudioBuffer
 from openrealtime.core.responses import ResponseRun, Usage
-from openrealtime.core.state import SESSION_TRANSITIONS, InvalidTransition, SessionState, advance
+from openrealtime.core.state import (
+    SESSION_TRANSITIONS,
+    InvalidTransition,
+    ResponseState,
+    SessionState,
+    advance,
+)
 from openrealtime.core.turn_detection import (
     ServerVadDetector,
     SilenceStart,
@@ -159,6 +165,8 @@ class RealtimeSession:
         self._default_response: str | None = None
         self._auto_response_pending = False
         self._idle_deadline_ms: int | None = None
+        self._idle_after_playback: str | None = None
+        """Over WebRTC: the response whose playback's end arms the idle timer."""
         self._tokens_used = 0
         self._emit(se.SessionCreated, session=self._session_payload())
 
@@ -256,6 +264,7 @@ class RealtimeSession:
                 self._playback.on_started(event)
             case be.PlaybackDrained() if self._playback is not None:
                 self._playback.on_drained(event)
+                self._idle_from_drain(event.response_id)
             case be.PlaybackCleared() if self._playback is not None:
                 self._playback.on_cleared(event)
             case be.PlaybackStarted() | be.PlaybackDrained() | be.PlaybackCleared():
@@ -1074,7 +1083,26 @@ class RealtimeSession:
             for item in run.output
             if item.id is not None and (e := self.conversation.get(item.id)) is not None
         )
+        played_out = run.state in (ResponseState.COMPLETED, ResponseState.INCOMPLETE)
+        if self._playback is not None and audio_ms > 0 and played_out:
+            # The transport says when the audio has really played (PlaybackDrained).
+            self._idle_after_playback = run.id
+            return
         self._idle_deadline_ms = self.now_ms + audio_ms + td.idle_timeout_ms
+
+    def _idle_from_drain(self, response_id: str) -> None:
+        """Over WebRTC the idle timeout counts from the end of playback (spec §5.10)."""
+        td = self._turn_detection()
+        if self._idle_after_playback != response_id:
+            return
+        self._idle_after_playback = None
+        if (
+            isinstance(td, ServerVad)
+            and td.idle_timeout_ms is not None
+            and self._default_response is None
+            and self._speech_item_id is None
+        ):
+            self._idle_deadline_ms = self.now_ms + td.idle_timeout_ms
 
     # ------------------------------------------------------------------ output
 
