@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from openrealtime.backends.fake import FakeLanguageModel
+from openrealtime.backends.fake import FakeLanguageModel, FakeSpeechToText
 from openrealtime.backends.stt_pocketsphinx import PocketsphinxSpeechToText
 from tests.conformance.conftest import (
     BYTES_PER_MS,
@@ -75,19 +75,15 @@ def transcript_of_answer(events: list[dict[str, Any]]) -> str:
     return str(item["content"][0]["transcript"])
 
 
-async def test_a_finished_sentence_is_answered_once_from_the_pause(
-    start_server: ServerFactory,
-    speak: Callable[[str], Speech],
-    stt: PocketsphinxSpeechToText,
-) -> None:
-    llm = FakeLanguageModel()
-    base = await start_server(stt=stt, llm=llm)
-    question = voiced(speak("What is the capital of France?"))
+async def turn_counting_requests(
+    base: str, speech: bytes, llm: FakeLanguageModel
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """One turn with 800 ms of server_vad silence; the events, and how many model requests
+    had been made when ``speech_stopped`` arrived."""
     requests_at_stop: list[int] = []
-
     async with sdk_client(base) as client:
         await use_server_vad(client, 800)
-        audio = silence(300) + question + silence(1200)
+        audio = silence(300) + speech + silence(1200)
         sender = asyncio.create_task(stream_audio(client, audio, speedup=1.0))
         try:
             events: list[dict[str, Any]] = []
@@ -97,11 +93,26 @@ async def test_a_finished_sentence_is_answered_once_from_the_pause(
                     requests_at_stop.append(len(llm.requests))
         finally:
             await sender
+    return events, requests_at_stop
 
+
+def the_transcript(events: list[dict[str, Any]]) -> str:
     (completed,) = [
         e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"
     ]
-    heard = completed["transcript"]
+    return str(completed["transcript"])
+
+
+async def test_a_finished_sentence_is_answered_once_from_the_pause(
+    start_server: ServerFactory,
+    speak: Callable[[str], Speech],
+    stt: PocketsphinxSpeechToText,
+) -> None:
+    llm = FakeLanguageModel()
+    base = await start_server(stt=stt, llm=llm)
+    question = voiced(speak("What is the capital of France?"))
+    events, requests_at_stop = await turn_counting_requests(base, question, llm)
+    heard = the_transcript(events)
     assert "capital" in heard and "france" in heard, heard
     assert transcript_of_answer(events) == f"You said: {heard}"
     assert any(e["type"] == "response.output_audio.delta" for e in events)
@@ -142,3 +153,25 @@ async def test_a_pause_mid_sentence_never_answers_the_first_half(
     firsts = [r.messages[-1].content for r in llm.requests]
     assert firsts[-1] == heard
     assert any("capital" in t and "france" not in t for t in firsts[:-1]), firsts
+
+
+async def test_an_stt_engine_that_cannot_stream_transcribes_once_during_the_pause(
+    start_server: ServerFactory, speak: Callable[[str], Speech]
+) -> None:
+    """A non-streaming STT (here the fake, as a remote or faster-whisper engine would be):
+    the speech so far is transcribed once in the pause, and that transcript both drives the
+    prepared answer and is the turn's final transcript (no second transcription)."""
+    stt = FakeSpeechToText()  # "I spoke for N.N seconds."
+    llm = FakeLanguageModel()
+    base = await start_server(stt=stt, llm=llm)
+    question = voiced(speak("What is the capital of France?"))
+    events, requests_at_stop = await turn_counting_requests(base, question, llm)
+    heard = the_transcript(events)
+    assert heard.startswith("I spoke for ") and heard.endswith(" seconds."), heard
+    spoken_s = float(heard.split()[3])
+    # The speech so far: prefix padding + the question (+ the VAD's hang-over), not the tail.
+    assert len(question) / 48_000 <= spoken_s <= len(question) / 48_000 + 0.9, heard  # turn: +1.1
+    assert transcript_of_answer(events) == f"You said: {heard}"
+    assert requests_at_stop == [1]
+    assert len(llm.requests) == 1
+    assert len(stt.requests) == 1

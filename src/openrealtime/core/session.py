@@ -500,17 +500,29 @@ class RealtimeSession:
         self._transcribe(item_id, pcm)
 
     def _transcribe(self, item_id: str, pcm: bytes) -> None:
+        self._out.commands.append(self._transcription(item_id, pcm))
+
+    def _transcription(self, item_id: str, pcm: bytes) -> Transcribe:
         tr = self.config.audio.input.transcription
-        self._out.commands.append(
-            Transcribe(
-                item_id=item_id,
-                content_index=0,
-                pcm16=pcm,
-                model=tr.model if tr else None,
-                language=tr.language if tr else None,
-                prompt=tr.prompt if tr else None,
-            )
+        return Transcribe(
+            item_id=item_id,
+            content_index=0,
+            pcm16=pcm,
+            model=tr.model if tr else None,
+            language=tr.language if tr else None,
+            prompt=tr.prompt if tr else None,
         )
+
+    def speech_so_far(self, item_id: str) -> Transcribe | None:
+        """A transcription request for the speech of the turn still being spoken, if ``item_id``.
+
+        For the runtime's :class:`Speculate` work with an STT engine that cannot stream: it
+        transcribes this audio once, during the pause. Pure read; emits nothing.
+        """
+        if item_id != self._speech_item_id:
+            return None
+        pcm = self._buffer.peek(self._speech_start_sample, self._buffer.written)
+        return self._transcription(item_id, pcm)
 
     def _after_user_turn(self, item_id: str) -> None:
         """A user turn ended by VAD or timeout: answer it if the session says so."""

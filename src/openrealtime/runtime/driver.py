@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,7 +46,13 @@ from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.server_events import ResponseOutputAudioDelta, ResponseOutputTextDelta
 from openrealtime.runtime.listener import Listener
 from openrealtime.runtime.outbox import Frame, Outbox
-from openrealtime.runtime.pipeline import run_response, run_transcription, run_turn_evaluation
+from openrealtime.runtime.pipeline import (
+    run_known_transcription,
+    run_response,
+    run_transcription,
+    run_turn_evaluation,
+    transcript_of,
+)
 from openrealtime.runtime.playback import MediaPort
 from openrealtime.runtime.speculation import Speculation
 from openrealtime.runtime.vad_batcher import batcher_for
@@ -344,10 +350,13 @@ class SessionDriver:
                 listener.finish(spec.transcript if spec is not None and same else None)
                 self._own(f"stt:{command.item_id}", listener.task)
             case Transcribe():
-                self._spawn(
-                    f"stt:{command.item_id}",
-                    run_transcription(command, self.engines, self._emit_backend),
-                )
+                spec = self._speculation
+                if spec is not None and spec.item_id == command.item_id and spec.transcript:
+                    # No speech since the pause: the prepared transcript is the final one.
+                    work = run_known_transcription(command, spec.transcript, self._emit_backend)
+                else:
+                    work = run_transcription(command, self.engines, self._emit_backend)
+                self._spawn(f"stt:{command.item_id}", work)
             case Speculate():
                 self._speculate(command)
             case DropSpeculation():
@@ -391,9 +400,14 @@ class SessionDriver:
             self._speculation.cancel()
             self._speculation = None
         listener = self._listeners.get(command.item_id)
-        if listener is None:
-            return  # no streaming STT: nothing to answer from yet
-        self._speculation = Speculation(command, self.engines, listener.peek, self._emit_backend)
+        if listener is not None:
+            peek: Callable[[], Awaitable[str | None]] = listener.peek
+        else:  # an STT engine that cannot stream: transcribe the speech so far, once
+            request = self.session.speech_so_far(command.item_id)
+            if request is None:
+                return
+            peek = functools.partial(transcript_of, request, self.engines)
+        self._speculation = Speculation(command, self.engines, peek, self._emit_backend)
 
     def _adopt(self, command: Generate) -> bool:
         """Use the prepared answer for ``command`` if it answered exactly that; else drop it."""

@@ -153,6 +153,33 @@ async def run_transcription(command: Transcribe, engines: Engines, emit: Emit) -
         await emit(be.TranscriptionFailed(command.item_id, "server_error", str(exc) or repr(exc)))
 
 
+async def transcript_of(command: Transcribe, engines: Engines) -> str | None:
+    """The final transcript of ``command``'s audio, emitting nothing; None if it failed."""
+    stt = engines.stt
+    request = TranscriptionRequest(
+        pcm16=resample(command.pcm16, SESSION_RATE, stt.sample_rate),
+        sample_rate=stt.sample_rate,
+        model=command.model,
+        language=command.language,
+        prompt=command.prompt,
+    )
+    try:
+        async with closing(stt.transcribe(request)) as events:
+            finals = [event async for event in events if isinstance(event, TranscriptFinal)]
+    except Exception:  # a failed peek only means no prepared answer
+        log.debug("transcribing the speech so far failed", exc_info=True)
+        return None
+    return finals[-1].text.strip() if finals else None
+
+
+async def run_known_transcription(command: Transcribe, text: str, emit: Emit) -> None:
+    """Report an already known transcript for ``command`` as the engine would have."""
+    if text:
+        await emit(be.TranscriptionDelta(command.item_id, text))
+    seconds = len(command.pcm16) / 2 / SESSION_RATE
+    await emit(be.TranscriptionCompleted(command.item_id, text, seconds))
+
+
 async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
     """Generate one response: LLM text (spoken clause by clause in audio mode) and tool calls.
 
