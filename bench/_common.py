@@ -5,6 +5,8 @@ Not a benchmark itself (``bench/run.py`` skips files starting with ``_``).
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import importlib.metadata
 import os
@@ -19,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -344,3 +347,29 @@ def default_cpus() -> tuple[int | None, int | None]:
     if len(cpus) < 2:
         return None, None
     return cpus[-1], cpus[0]
+
+
+async def append_in_real_time(
+    conn: Any,
+    pcm16: bytes,
+    *,
+    chunk_ms: int = 20,
+    mark_chunk: int | None = None,
+    marks: list[float] | None = None,
+) -> None:
+    """Send ``pcm16`` (24 kHz) as ``input_audio_buffer.append`` events, chunk k at t0 + k*chunk_ms.
+
+    When chunk ``mark_chunk`` has been sent, its ``time.monotonic()`` is appended to ``marks``
+    at once (the answer may arrive before the rest of the audio is sent): the benchmarks time
+    latencies from the chunk holding the true end of speech.
+    """
+    step = 24_000 * 2 * chunk_ms // 1000
+    t0 = time.monotonic()
+    for k, start in enumerate(range(0, len(pcm16), step)):
+        delay = t0 + k * chunk_ms / 1000 - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk = base64.b64encode(pcm16[start : start + step]).decode()
+        await conn.send({"type": "input_audio_buffer.append", "audio": chunk})
+        if k == mark_chunk and marks is not None:
+            marks.append(time.monotonic())

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import random
 import re
@@ -40,13 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from _common import fmt, percentile, print_machine, serve
+from _common import append_in_real_time, fmt, percentile, print_machine, serve
 
 from openrealtime.audio.resample import resample
 
 RATE = 24000
 CHUNK_MS = 20
-CHUNK_BYTES = RATE * 2 * CHUNK_MS // 1000
 PROMPT = "Tell me a long story about a sailor and the sea, with many details."
 INTERRUPTION = "Stop, wait a moment please."
 AUDIO_DELTA = b'"response.output_audio.delta"'
@@ -148,16 +146,7 @@ async def barge_in_trial(conn: Any, rng: random.Random, speech: bytes) -> Outcom
     # Speech right away (after 0-200 ms): it is detected while the answer is being produced.
     audio = bytes(int(rng.uniform(0, 0.2) * RATE) * 2) + speech + bytes(RATE * 2)
 
-    async def send() -> None:
-        t0 = time.monotonic()
-        for k, start in enumerate(range(0, len(audio), CHUNK_BYTES)):
-            delay = t0 + k * CHUNK_MS / 1000 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            chunk = base64.b64encode(audio[start : start + CHUNK_BYTES]).decode()
-            await conn.send({"type": "input_audio_buffer.append", "audio": chunk})
-
-    sender = asyncio.create_task(send())
+    sender = asyncio.create_task(append_in_real_time(conn, audio, chunk_ms=CHUNK_MS))
     since: list[float] = []
     try:
         outcome = await stopped(conn, rid, since)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import re
 import shlex
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import openai
-from _common import fmt, percentile, print_machine, serve
+from _common import append_in_real_time, fmt, percentile, print_machine, serve
 
 from openrealtime.audio.resample import resample
 
@@ -160,18 +159,9 @@ async def run_turn(conn: Any, utt: Utterance) -> Turn:
     end_chunk = end_byte // CHUNK_BYTES
     t_end: list[float] = []
 
-    async def send() -> None:
-        t0 = time.monotonic()
-        for k, start in enumerate(range(0, len(audio), CHUNK_BYTES)):
-            delay = t0 + k * CHUNK_MS / 1000 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            chunk = base64.b64encode(audio[start : start + CHUNK_BYTES]).decode()
-            await conn.send({"type": "input_audio_buffer.append", "audio": chunk})
-            if k == end_chunk:
-                t_end.append(time.monotonic())
-
-    sender = asyncio.create_task(send())
+    sender = asyncio.create_task(
+        append_in_real_time(conn, audio, chunk_ms=CHUNK_MS, mark_chunk=end_chunk, marks=t_end)
+    )
     response_id: str | None = None
     cancelled = False
     try:

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import collections
 import fractions
 import json
@@ -75,6 +74,7 @@ import httpx
 import numpy as np
 import openai
 from _common import (
+    append_in_real_time,
     cpu_times,
     default_cpus,
     fmt,
@@ -372,18 +372,9 @@ async def ws_turn(conn: Any, turn: Utterance | None) -> float:
         audio = bytes(LEAD_MS * RATE * 2 // 1000) + turn.pcm + bytes(TAIL_MS * RATE * 2 // 1000)
         end_chunk = (int((LEAD_MS + turn.end_ms) * RATE * 2 / 1000) - 2) // CHUNK_BYTES
 
-        async def send() -> None:
-            t0 = time.monotonic()
-            for k, start in enumerate(range(0, len(audio), CHUNK_BYTES)):
-                delay = t0 + k * CHUNK_MS / 1000 - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                chunk = base64.b64encode(audio[start : start + CHUNK_BYTES]).decode()
-                await conn.send({"type": "input_audio_buffer.append", "audio": chunk})
-                if k == end_chunk:
-                    t_ref.append(time.monotonic())
-
-        sender = asyncio.create_task(send())
+        sender = asyncio.create_task(
+            append_in_real_time(conn, audio, chunk_ms=CHUNK_MS, mark_chunk=end_chunk, marks=t_ref)
+        )
     first: float | None = None
     try:
         while True:
