@@ -344,16 +344,11 @@ class SessionDriver:
             case Transcribe() if command.item_id in self._listeners:
                 # Decoded while it was spoken: only the final text is left to get.
                 listener = self._listeners.pop(command.item_id)
-                spec = self._speculation
-                # No speech since the pause began: the peeked transcript is the final one.
-                same = spec is not None and spec.item_id == command.item_id
-                listener.finish(spec.transcript if spec is not None and same else None)
+                listener.finish(self._prepared_transcript(command.item_id))
                 self._own(f"stt:{command.item_id}", listener.task)
             case Transcribe():
-                spec = self._speculation
-                if spec is not None and spec.item_id == command.item_id and spec.transcript:
-                    # No speech since the pause: the prepared transcript is the final one.
-                    work = run_known_transcription(command, spec.transcript, self._emit_backend)
+                if known := self._prepared_transcript(command.item_id):
+                    work = run_known_transcription(command, known, self._emit_backend)
                 else:
                     work = run_transcription(command, self.engines, self._emit_backend)
                 self._spawn(f"stt:{command.item_id}", work)
@@ -408,6 +403,15 @@ class SessionDriver:
                 return
             peek = functools.partial(transcript_of, request, self.engines)
         self._speculation = Speculation(command, self.engines, peek, self._emit_backend)
+
+    def _prepared_transcript(self, item_id: str) -> str | None:
+        """The transcript a live speculation took of ``item_id``'s speech, if any.
+
+        The core drops a speculation when speech comes back, so one still alive at the commit
+        heard everything the turn said: its transcript is the turn's final one.
+        """
+        spec = self._speculation
+        return spec.transcript if spec is not None and spec.item_id == item_id else None
 
     def _adopt(self, command: Generate) -> bool:
         """Use the prepared answer for ``command`` if it answered exactly that; else drop it."""

@@ -20,7 +20,7 @@ from openrealtime.audio.resample import StreamResampler
 from openrealtime.backends.base import PeekableSpeechStream, SpeechStream, StreamingSpeechToText
 from openrealtime.backends.errors import BackendError
 from openrealtime.core import backend_events as be
-from openrealtime.runtime.pipeline import Emit
+from openrealtime.runtime.pipeline import Emit, report_transcript
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +128,7 @@ class Listener:
                 if tail:
                     await stream.afeed(tail)
                 text = (await stream.afinish()).strip()
-            if text:
-                await self._emit(be.TranscriptionDelta(self.item_id, text))
-            seconds = self._samples / SESSION_RATE
-            await self._emit(be.TranscriptionCompleted(self.item_id, text, seconds))
+            await report_transcript(self.item_id, text, self._samples / SESSION_RATE, self._emit)
         except BackendError as exc:
             await self._emit(be.TranscriptionFailed(self.item_id, exc.code, exc.message))
         except Exception as exc:  # an engine bug must not kill the session

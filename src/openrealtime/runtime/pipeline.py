@@ -128,14 +128,7 @@ async def run_turn_evaluation(command: EvaluateTurn, engines: Engines, emit: Emi
 async def run_transcription(command: Transcribe, engines: Engines, emit: Emit) -> None:
     """Transcribe one user item; always ends with Completed or Failed."""
     stt = engines.stt
-    pcm = resample(command.pcm16, SESSION_RATE, stt.sample_rate)
-    request = TranscriptionRequest(
-        pcm16=pcm,
-        sample_rate=stt.sample_rate,
-        model=command.model,
-        language=command.language,
-        prompt=command.prompt,
-    )
+    request = _transcription_request(command, engines)
     try:
         final: TranscriptFinal | None = None
         async for event in stt.transcribe(request):
@@ -156,13 +149,7 @@ async def run_transcription(command: Transcribe, engines: Engines, emit: Emit) -
 async def transcript_of(command: Transcribe, engines: Engines) -> str | None:
     """The final transcript of ``command``'s audio, emitting nothing; None if it failed."""
     stt = engines.stt
-    request = TranscriptionRequest(
-        pcm16=resample(command.pcm16, SESSION_RATE, stt.sample_rate),
-        sample_rate=stt.sample_rate,
-        model=command.model,
-        language=command.language,
-        prompt=command.prompt,
-    )
+    request = _transcription_request(command, engines)
     try:
         async with closing(stt.transcribe(request)) as events:
             finals = [event async for event in events if isinstance(event, TranscriptFinal)]
@@ -174,10 +161,26 @@ async def transcript_of(command: Transcribe, engines: Engines) -> str | None:
 
 async def run_known_transcription(command: Transcribe, text: str, emit: Emit) -> None:
     """Report an already known transcript for ``command`` as the engine would have."""
+    await report_transcript(command.item_id, text, len(command.pcm16) / 2 / SESSION_RATE, emit)
+
+
+async def report_transcript(item_id: str, text: str, audio_seconds: float, emit: Emit) -> None:
+    """A whole final transcript as events: one delta with the text (if any), then completed."""
     if text:
-        await emit(be.TranscriptionDelta(command.item_id, text))
-    seconds = len(command.pcm16) / 2 / SESSION_RATE
-    await emit(be.TranscriptionCompleted(command.item_id, text, seconds))
+        await emit(be.TranscriptionDelta(item_id, text))
+    await emit(be.TranscriptionCompleted(item_id, text, audio_seconds))
+
+
+def _transcription_request(command: Transcribe, engines: Engines) -> TranscriptionRequest:
+    """``command``'s audio at the STT engine's rate, with its transcription options."""
+    stt = engines.stt
+    return TranscriptionRequest(
+        pcm16=resample(command.pcm16, SESSION_RATE, stt.sample_rate),
+        sample_rate=stt.sample_rate,
+        model=command.model,
+        language=command.language,
+        prompt=command.prompt,
+    )
 
 
 async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
