@@ -283,6 +283,67 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help=f"read timeout of remote engines (env {_env('engine_timeout')}; "
         f"default {d.engine_timeout})",
     )
+    p.add_argument(
+        "--engine-idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds a remote engine's stream may send no content (keep-alives do not count) "
+        f"before it fails (env {_env('engine_idle_timeout')}; default {d.engine_idle_timeout})",
+    )
+    p.add_argument(
+        "--max-output-tokens",
+        type=int,
+        metavar="N",
+        help="server cap on one answer's tokens when a client asks for 'inf' "
+        f"(env {_env('max_output_tokens')}; default {d.max_output_tokens})",
+    )
+    p.add_argument(
+        "--allowed-origin",
+        action="append",
+        dest="allowed_origins",
+        metavar="ORIGIN",
+        help="browser origin (https://app.example.com) allowed besides the server's own; repeat "
+        "for several, '*' for any. Without an API key only these and the playground's origin "
+        f"get in (env {_env('allowed_origins')}, comma-separated)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST",
+        help="Host header name accepted besides localhost, IP addresses and --host (DNS "
+        "rebinding defence, checked when authentication is off or when given); '.example.com' "
+        f"for subdomains, '*' for any (env {_env('allowed_hosts')}, comma-separated)",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds a connection has to send its request head before it is closed "
+        f"(env {_env('handshake_timeout')}; default {d.handshake_timeout})",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds a stopping server waits for sessions to close before it exits "
+        f"(env {_env('shutdown_timeout')}; default {d.shutdown_timeout})",
+    )
+    p.add_argument(
+        "--max-conversation-text-bytes",
+        type=int,
+        metavar="BYTES",
+        help="most text one conversation holds; larger item creates are refused "
+        f"(env {_env('max_conversation_text_bytes')}; default {d.max_conversation_text_bytes})",
+    )
+    p.add_argument(
+        "--max-conversation-audio-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="most audio one conversation keeps; the oldest items' audio is dropped past it "
+        f"(env {_env('max_conversation_audio_seconds')}; "
+        f"default {d.max_conversation_audio_seconds:g})",
+    )
     p.add_argument("--cache-dir", metavar="DIR", help=_cache_help())
     p.add_argument(
         "--session-max-seconds",
@@ -323,6 +384,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             llm_threads=args.llm_threads,
             turn_model_path=args.turn_model_path,
             engine_timeout=args.engine_timeout,
+            engine_idle_timeout=args.engine_idle_timeout,
+            max_output_tokens=args.max_output_tokens,
+            allowed_origins=args.allowed_origins,
+            allowed_hosts=args.allowed_hosts,
+            handshake_timeout=args.handshake_timeout,
+            shutdown_timeout=args.shutdown_timeout,
+            max_conversation_text_bytes=args.max_conversation_text_bytes,
+            max_conversation_audio_seconds=args.max_conversation_audio_seconds,
             **{
                 f"{engine}_{part}": getattr(args, f"{engine}_{part}")
                 for engine in ("stt", "llm", "tts")

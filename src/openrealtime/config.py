@@ -175,6 +175,17 @@ class Config:
     engine_timeout: float = 30.0
     """Seconds a remote engine may take for one read before the request fails."""
 
+    engine_idle_timeout: float = 30.0
+    """Seconds a remote engine's streamed answer may go without content before it fails with
+    ``engine_timeout``. Keep-alives (SSE comments, blank lines, whitespace) are not content, so
+    a server that sends only those cannot hold a response or a transcription open forever."""
+
+    max_output_tokens: int = 4096
+    """Server-side cap on the tokens of one answer: applied when a response asks for ``"inf"``
+    (the default) and to ``/v1/chat/completions`` requests without ``max_tokens``. An answer
+    cut there ends ``incomplete`` with reason ``max_output_tokens``. 4096 is the live
+    service's largest ``max_output_tokens`` (spec §7)."""
+
     cache_dir: str | None = None
     """Directory model files are cached in; ``None`` means the default of ``models.py``."""
 
@@ -199,6 +210,43 @@ class Config:
 
     outbound_stall_seconds: float = 10.0
     """A client that reads nothing for this long while its queue is full is closed with 1008."""
+
+    handshake_timeout: float = 10.0
+    """Seconds a new connection (or a kept-alive one starting its next request) has to send its
+    whole request head; after that it is closed (408 once part of a request arrived). Bounds
+    idle TCP connections and slow-loris handshakes. websockets' own ``open_timeout`` is 10 s."""
+
+    close_timeout: float = 2.0
+    """Seconds a WebSocket whose close frame was sent (or whose session ended) may keep unsent
+    data queued for a peer that does not read; then the connection is aborted."""
+
+    shutdown_timeout: float = 10.0
+    """Seconds a stopping server (SIGTERM, Ctrl-C) waits for sessions to end after telling them
+    to close (1012) before it cancels what is left and exits."""
+
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins (``scheme://host[:port]``) allowed besides the server's own (the
+    playground's). A request whose ``Origin`` is neither gets 403 (a WebSocket gets no 101) and
+    CORS answers name only allowed origins. With no API key the list is the only way a web page
+    from another origin gets in; with keys and an empty list any origin may use its key (the
+    ``ek_`` browser flow), and a non-empty list restricts browsers to it. ``*`` allows every
+    origin. Env: comma-separated ``OPENREALTIME_ALLOWED_ORIGINS``."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names the server answers to besides ``localhost``, IP addresses and the bound host
+    (defence against DNS rebinding). Checked when authentication is off, and always when this
+    list is given; ``*`` turns the check off; ``.example.com`` allows its subdomains. Env:
+    comma-separated ``OPENREALTIME_ALLOWED_HOSTS``."""
+
+    max_conversation_text_bytes: int = 16 * 1024 * 1024
+    """Most text (UTF-8 bytes of item contents, arguments and outputs) one conversation holds.
+    A ``conversation.item.create`` that would pass it is refused with an ``error``
+    (``conversation_text_limit_exceeded``); deleting items makes room again."""
+
+    max_conversation_audio_seconds: float = 600.0
+    """Most audio one conversation keeps (user and assistant, 10 minutes = 28.8 MB at 24 kHz
+    PCM16). Past it, the oldest items' audio is dropped (their transcripts stay in the
+    context); a single item with more audio than this is refused."""
 
     models: tuple[str, ...] = DEFAULT_MODELS
     """Model names ``/v1/models`` lists. Env: comma-separated ``OPENREALTIME_MODELS``."""
@@ -237,6 +285,13 @@ class Config:
             "outbound_queue_max": self.outbound_queue_max,
             "outbound_stall_seconds": self.outbound_stall_seconds,
             "llm_threads": self.llm_threads,
+            "engine_idle_timeout": self.engine_idle_timeout,
+            "max_output_tokens": self.max_output_tokens,
+            "handshake_timeout": self.handshake_timeout,
+            "close_timeout": self.close_timeout,
+            "shutdown_timeout": self.shutdown_timeout,
+            "max_conversation_text_bytes": self.max_conversation_text_bytes,
+            "max_conversation_audio_seconds": self.max_conversation_audio_seconds,
         }
         for name, number in positive.items():
             if number <= 0:
