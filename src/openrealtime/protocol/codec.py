@@ -2,13 +2,23 @@
 
 Every failure becomes a :class:`ProtocolError` carrying the live service's code, message and
 ``param`` (spec §6.2), computed from pydantic's validation errors.
+
+Untrusted JSON (client frames, REST bodies, an engine's answers) is decoded by :func:`loads`,
+which is stricter than :func:`json.loads` in the ways a strict parser (serde_json, which
+refuses the same things) would be: no ``NaN``/``Infinity`` and no number that overflows to
+them, no integer of more than :data:`MAX_INT_DIGITS` digits, no nesting deeper than
+:data:`MAX_JSON_DEPTH`, and no lone UTF-16 surrogate (a backslash-u escape of D800-DFFF),
+which no UTF-8 text can carry and which would fail every later encode (issue 8, defects 2, 3, 8
+and 9).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -24,6 +34,121 @@ from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.items import ITEM_TYPES, MESSAGE_ROLES
 
 M = TypeVar("M", bound=BaseModel)
+
+MAX_JSON_DEPTH = 128
+"""Deepest nesting of arrays and objects accepted in untrusted JSON (serde_json's default
+recursion limit). Deeper documents fail before they reach a model, an echo or an engine, which
+recurse over them (pydantic serializes at most ~250 levels, ``json`` ~1000)."""
+
+MAX_INT_DIGITS = 4300
+"""Longest integer literal accepted (CPython's own int/str conversion limit)."""
+
+MAX_ECHOED_EVENT_ID = 512
+"""Longest client ``event_id`` echoed in an ``error`` (the events' own ``event_id`` limit)."""
+
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+"""A ``\\uD800``-``\\uDFFF`` escape in raw JSON text: the only way a lone surrogate gets in."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A surrogate code point in a decoded ``str`` (``json`` joins valid pairs, so any is lone)."""
+
+
+class JsonInputError(ValueError):
+    """Untrusted JSON that :func:`loads` refuses; the message says why (no input echoed)."""
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise JsonInputError(f"an integer has more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JsonInputError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _parse_constant(name: str) -> Any:
+    raise JsonInputError(f"{name} is not a JSON number")
+
+
+def loads(text: str | bytes, *, surrogates: Literal["reject", "replace"] = "reject") -> Any:
+    """Decode untrusted JSON strictly; use it for every JSON a peer sends (frames, bodies).
+
+    Args:
+        text: the JSON text (``bytes`` are decoded as UTF-8).
+        surrogates: ``"reject"`` a lone surrogate escape (client input: the client must send
+            valid text) or ``"replace"`` it with U+FFFD (an engine's answer: keep the rest).
+
+    Raises:
+        JsonInputError: not JSON, or JSON this server refuses; ``str(exc)`` says why.
+    """
+    try:
+        data = json.loads(
+            text,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_parse_constant,
+        )
+    except JsonInputError:
+        raise
+    except RecursionError:
+        raise JsonInputError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError of bytes
+        raise JsonInputError(str(exc)[:200]) from None
+    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    fix = "\\u" in raw and _ESCAPED_SURROGATE.search(raw) is not None
+    return _checked(data, fix=fix, replace=surrogates == "replace")
+
+
+def _checked(data: Any, *, fix: bool, replace: bool) -> Any:
+    """Check the depth of decoded JSON; find (or replace) lone surrogates when ``fix``."""
+    if not isinstance(data, dict | list):
+        return _text(data, replace) if fix and isinstance(data, str) else data
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise JsonInputError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            if fix and any(_SURROGATE.search(key) for key in node):
+                if not replace:
+                    raise _lone_surrogate()
+                fixed = {_text(k, replace): v for k, v in node.items()}
+                node.clear()
+                node.update(fixed)
+            items: Iterable[tuple[Any, Any]] = list(node.items())
+        else:
+            items = enumerate(node)
+        for key, value in items:
+            if isinstance(value, dict | list):
+                stack.append((value, depth + 1))
+            elif fix and isinstance(value, str):
+                node[key] = _text(value, replace)
+    return data
+
+
+def _text(value: str, replace: bool) -> str:
+    if _SURROGATE.search(value) is None:
+        return value
+    if not replace:
+        raise _lone_surrogate()
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def _lone_surrogate() -> JsonInputError:
+    return JsonInputError(
+        "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not "
+        "valid Unicode text"
+    )
+
+
+def valid_text(value: str) -> str:
+    """``value`` with any lone surrogate replaced by U+FFFD, so it encodes as UTF-8."""
+    return value if value.isascii() else _text(value, True)
+
 
 _PRIORITY = {
     "extra_forbidden": 0,
@@ -48,8 +173,8 @@ def parse_client_event(
     if isinstance(frame, bytes):
         raise errors.binary_frame()
     try:
-        data = json.loads(frame)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        data = loads(frame)
+    except JsonInputError as exc:
         raise errors.invalid_json(str(exc)) from None
     if not isinstance(data, dict):
         raise ProtocolError("invalid_event", "The event must be a JSON object.")
@@ -67,12 +192,12 @@ def client_event_id(frame: str | bytes) -> str | None:
     if isinstance(frame, bytes):
         return None
     try:
-        data = json.loads(frame)
-    except (json.JSONDecodeError, RecursionError):
+        data = loads(frame)
+    except JsonInputError:
         return None
     if isinstance(data, dict):
         value = data.get("event_id")
-        if isinstance(value, str):
+        if isinstance(value, str) and len(value) <= MAX_ECHOED_EVENT_ID:
             return value
     return None
 
@@ -135,8 +260,12 @@ def _rank(detail: ErrorDetails) -> int:
 
 
 def dump_event(event: BaseModel) -> str:
-    """Serialize one server event to a JSON text frame."""
-    return json.dumps(to_wire(event), separators=(",", ":"), ensure_ascii=False)
+    """Serialize one server event to a JSON text frame (always valid UTF-8 text).
+
+    Text that reached an event without passing :func:`loads` (an engine's, say) may hold a
+    lone surrogate; it goes out as U+FFFD rather than failing the socket's UTF-8 encode.
+    """
+    return valid_text(json.dumps(to_wire(event), separators=(",", ":"), ensure_ascii=False))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -182,7 +311,9 @@ def _tag_error(node: Any, param: str, expected: str = "") -> ProtocolError:
         return errors.invalid_value(kind, ITEM_TYPES, _join(param, ["type"]))
     if expected:  # e.g. an audio format or turn detection type: list what is accepted
         return errors.invalid_value(kind, _choices(expected), _join(param, ["type"]))
-    return ProtocolError("invalid_value", f"Invalid value: '{kind}'.", param=_join(param, ["type"]))
+    return ProtocolError(
+        "invalid_value", f"Invalid value: '{errors.shown(kind)}'.", param=_join(param, ["type"])
+    )
 
 
 def _choices(expected: str) -> list[str]:

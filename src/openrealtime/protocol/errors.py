@@ -6,6 +6,23 @@ from typing import Literal
 
 ErrorType = Literal["invalid_request_error", "server_error"]
 
+MAX_MESSAGE_CHARS = 1024
+"""Longest ``error.message``: a message quotes the client's input (a key name, a value), and a
+10 MB key must not become a 20 MB error event (issue 8, defect 11)."""
+
+MAX_PARAM_CHARS = 256
+"""Longest ``error.param`` (a path built from the client's keys)."""
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marked with ``…`` when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown(value: object) -> str:
+    """A client's value or key as quoted in a message: at most 200 characters."""
+    return bounded(str(value), 200)
+
 
 class ProtocolError(Exception):
     """A client mistake that becomes one ``error`` event; the session lives on (spec §6.1).
@@ -22,10 +39,11 @@ class ProtocolError(Exception):
         param: str | None = None,
         type: ErrorType = "invalid_request_error",
     ) -> None:
+        message = bounded(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.code = code
         self.message = message
-        self.param = param
+        self.param = None if param is None else bounded(param, MAX_PARAM_CHARS)
         self.type: ErrorType = type
 
     def payload(self, event_id: str | None = None) -> dict[str, str | None]:
@@ -55,20 +73,20 @@ def invalid_value(
     """An enum-like field got a value outside its choices."""
     return ProtocolError(
         "invalid_value",
-        f"Invalid value: '{value}'. Supported values are: {quote_list(supported)}.",
+        f"Invalid value: '{shown(value)}'. Supported values are: {quote_list(supported)}.",
         param=param,
     )
 
 
 def unknown_parameter(param: str) -> ProtocolError:
     """An object carried a key the spec does not define."""
-    return ProtocolError("unknown_parameter", f"Unknown parameter: '{param}'.", param=param)
+    return ProtocolError("unknown_parameter", f"Unknown parameter: '{shown(param)}'.", param=param)
 
 
 def missing_parameter(param: str) -> ProtocolError:
     """A required key was absent."""
     return ProtocolError(
-        "missing_required_parameter", f"Missing required parameter: '{param}'.", param=param
+        "missing_required_parameter", f"Missing required parameter: '{shown(param)}'.", param=param
     )
 
 

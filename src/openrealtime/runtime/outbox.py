@@ -33,16 +33,29 @@ class Outbox:
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._frames)
 
     async def put(self, frame: Frame) -> None:
-        """Append a frame, waiting while the outbox is full (backpressure on the session)."""
-        while len(self._frames) >= self.capacity:
+        """Append a frame, waiting while the outbox is full (backpressure on the session).
+
+        After :meth:`close` the frame is dropped at once: nobody will write it.
+        """
+        while len(self._frames) >= self.capacity and not self._closed:
             await self._writable.wait()
+        if self._closed:
+            return
         self._frames.append(frame)
         self._update()
+
+    def close(self) -> None:
+        """The writer is gone: drop what is queued and never wait for room again."""
+        self._closed = True
+        self._frames.clear()
+        self._writable.set()
+        self._readable.clear()
 
     def end(self) -> None:
         """Mark the end of the stream: ``get`` returns None after the queued frames."""
@@ -69,7 +82,7 @@ class Outbox:
             self._readable.set()
         else:
             self._readable.clear()
-        if len(self._frames) < self.capacity:
+        if len(self._frames) < self.capacity or self._closed:
             self._writable.set()
         else:
             self._writable.clear()

@@ -47,6 +47,7 @@ from openrealtime.backends.base import (
     TranscriptionRequest,
 )
 from openrealtime.backends.errors import BackendError
+from openrealtime.protocol.codec import JsonInputError, loads
 
 __all__ = ["register_openai_http_routes"]
 
@@ -138,11 +139,12 @@ def _field(body: Mapping[str, Any], name: str, kinds: type | tuple[type, ...], d
 
 async def _json_body(request: Request) -> dict[str, Any]:
     try:
-        body = json.loads(await request.body())
-    except ValueError:
+        body = loads(await request.body())
+    except JsonInputError as exc:
         raise _Invalid(
             "We could not parse the JSON body of your request. (HINT: This likely means you "
-            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
+            f"aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.) "
+            f"({exc})",
             None,
             "invalid_json",
         ) from None

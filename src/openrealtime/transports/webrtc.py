@@ -21,7 +21,6 @@ This module is a shell (house rule 3): it negotiates and carries; the session de
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ from openrealtime.auth import (
     token_from_authorization,
 )
 from openrealtime.core.ids import RandomIds
+from openrealtime.protocol.codec import JsonInputError, loads
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.session_config import merge_update
 from openrealtime.transports.base import SessionRequest
@@ -174,10 +174,10 @@ async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None]:
         sdp = await _part_text(sdp_part)
         if session_part is not None:
             try:
-                parsed = json.loads(await _part_text(session_part))
-            except ValueError:
+                parsed = loads(await _part_text(session_part))
+            except JsonInputError as exc:
                 raise _BadRequest(
-                    "Invalid 'session': expected a JSON object.",
+                    f"Invalid 'session': expected a JSON object ({exc}).",
                     code="invalid_value",
                     param="session",
                 ) from None
