@@ -40,7 +40,9 @@ def uvicorn_settings(config: Config) -> dict[str, Any]:
     """Return the uvicorn settings for ``config``: WebSocket limits, TLS and log level.
 
     The CLI and the test server use the same settings (reliability-targets.md §5: set message
-    size, queue and ping explicitly rather than inheriting uvicorn's defaults).
+    size, queue and ping explicitly rather than inheriting uvicorn's defaults). The protocols
+    are uvicorn's own with bounded request heads and closes (``transports/connections.py``),
+    and a stopping server waits at most ``shutdown_timeout`` for its sessions.
 
     Args:
         config: the server config.
@@ -48,10 +50,11 @@ def uvicorn_settings(config: Config) -> dict[str, Any]:
     Returns:
         Keyword arguments for :class:`uvicorn.Config` (everything but the app, host and port).
     """
-    import uvicorn.config
+    from openrealtime.transports.connections import guarded_protocols
 
-    ws = "websockets-sansio" if "websockets-sansio" in uvicorn.config.WS_PROTOCOLS else "websockets"
+    http, ws = guarded_protocols(config)
     return {
+        "http": http,
         "ws": ws,
         "ws_max_size": config.ws_max_size,
         "ws_max_queue": WS_MAX_QUEUE,
@@ -62,6 +65,7 @@ def uvicorn_settings(config: Config) -> dict[str, Any]:
         "ssl_keyfile": config.ssl_keyfile,
         "log_level": config.log_level,
         "lifespan": "on",
+        "timeout_graceful_shutdown": config.shutdown_timeout,
     }
 
 

@@ -1,0 +1,291 @@
+"""Connection-level guards under uvicorn: bounded request heads and closes that never hang.
+
+uvicorn's own protocols leave three doors open (issue 8, defects 4 and 7):
+
+* A TCP connection that sends nothing, or half a request line, is kept forever: uvicorn's
+  keep-alive timer only runs *after* a response. :class:`GuardedHttpProtocol` gives every
+  request head :attr:`~GuardedHttpProtocol.head_timeout` seconds (``Config.handshake_timeout``),
+  then answers ``408`` (or just closes an idle connection).
+* httptools accepts header lines and header counts of any size. The guarded protocol answers
+  ``431`` past websockets' own handshake limits (:data:`MAX_HEADER_LINE` bytes a line,
+  :data:`MAX_HEADERS` headers, :data:`MAX_HEAD_BYTES` in all), for HTTP requests and WebSocket
+  upgrades alike.
+* ``asyncio.Transport.close()`` waits until the write buffer is flushed, which a peer that does
+  not read never allows: a WebSocket closed with 1008, one failing its keepalive, one told 1012
+  at shutdown, or one whose session simply ended, kept megabytes queued and held shutdown for as
+  long as the peer stayed. :class:`GuardedWebSocketProtocol` aborts any such connection
+  :attr:`~GuardedWebSocketProtocol.abort_after` seconds (``Config.close_timeout``) after its
+  close started or its session ended.
+
+:func:`guarded_protocols` builds the two classes for a :class:`~openrealtime.config.Config`;
+``cli.uvicorn_settings`` hands them to uvicorn (``http=``, ``ws=``). This module is a shell
+(house rule 3): it bounds connections and decides nothing about sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+if TYPE_CHECKING:
+    from openrealtime.config import Config
+
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_HEADER_LINE",
+    "MAX_HEAD_BYTES",
+    "GuardedHttpProtocol",
+    "GuardedWebSocketProtocol",
+    "guarded_protocols",
+]
+
+_log = logging.getLogger(__name__)
+
+MAX_HEADER_LINE = 8192
+"""Longest request line or header line, in bytes (websockets' handshake limit)."""
+
+MAX_HEADERS = 128
+"""Most header lines in one request (websockets' handshake limit)."""
+
+MAX_HEAD_BYTES = 64 * 1024
+"""Most bytes a request head may take before it is complete."""
+
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
+
+
+class _HeadRefused(Exception):
+    """Raised from a parser callback to stop parsing a head past the limits."""
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline and size limits on every request head.
+
+    The deadline starts when the connection opens and again when a kept-alive connection
+    starts its next request; it ends when the head is complete (the body is the app's to read).
+    """
+
+    head_timeout: ClassVar[float] = 10.0
+    """Seconds a request head may take (``Config.handshake_timeout``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_pending = True
+        self._head_bytes = 0
+        self._head_lines = 0
+        self._head_started = False
+        """Whether any byte of the pending head arrived (408 then, else a silent close)."""
+        self._refusal: tuple[int, str] | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the first head's deadline as the connection opens."""
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Drop the head timer with the connection."""
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser as uvicorn does, counting the bytes of a pending head.
+
+        A head past the limits is refused with 431 (414 for the request line), a malformed one
+        with 400.
+        """
+        if self.parser is None or self.transport.is_closing():
+            return  # refused or closing: nothing more is parsed
+        if self._head_pending:
+            self._head_started = True
+            self._head_bytes += len(data)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._refusal is None:
+                self._refusal = (400, "invalid HTTP request")
+        if self._refusal is None and self._head_pending and self._head_bytes > MAX_HEAD_BYTES:
+            self._refusal = (431, "the request head is too large")
+        if self._refusal is not None and not self.transport.is_closing():
+            self._refuse(*self._refusal)
+
+    # ------------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        """A request starts: its head gets a fresh deadline and fresh counters."""
+        super().on_message_begin()
+        self._head_pending = True
+        self._head_started = True
+        self._head_lines = 0
+        if self._head_timer is None:
+            self._head_bytes = 0
+            self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        """Refuse a request line past :data:`MAX_HEADER_LINE`."""
+        super().on_url(url)
+        if len(self.url) > MAX_HEADER_LINE:
+            self._stop(414, "the request line is too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Refuse a header line past :data:`MAX_HEADER_LINE` or the :data:`MAX_HEADERS`-th."""
+        self._head_lines += 1
+        if self._head_lines > MAX_HEADERS:
+            self._stop(431, f"more than {MAX_HEADERS} header lines")
+        if len(name) + len(value) + 2 > MAX_HEADER_LINE:
+            self._stop(431, "a header line is too long")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        """The head is complete: its deadline ends (an upgrade hands over to the WebSocket)."""
+        self._head_pending = False
+        self._head_started = False
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _stop(self, status: int, why: str) -> None:
+        self._refusal = (status, why)
+        raise _HeadRefused(why)
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._head_pending or self.transport.is_closing():
+            return
+        if self._head_started:
+            self._refuse(408, f"the request head did not arrive within {self.head_timeout:g} s")
+        else:  # an idle connection: nothing to answer
+            self.transport.close()
+
+    def _refuse(self, status: int, why: str) -> None:
+        """Answer ``status`` with a short text body and close the connection."""
+        self._disarm_head_timer()
+        self._head_pending = False
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        _log.info("refused a request from %s with %d: %s", client, status, why)
+        body = why.encode("ascii", "replace") + b"\n"
+        head = [
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+        self.parser = None  # type: ignore[assignment]  # nothing more is parsed
+
+
+class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol whose closes never wait on a peer that does not read.
+
+    Once the closing handshake starts (either side, keepalive failure, server shutdown) or the
+    session's ASGI task ends, the connection has :attr:`abort_after` seconds to finish; then its
+    transport is aborted, dropping whatever the peer never read.
+    """
+
+    abort_after: ClassVar[float] = 2.0
+    """Seconds between the start of a close and the abort (``Config.close_timeout``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.close_timeout = self.abort_after
+        self._abort_timer: asyncio.TimerHandle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Drop the abort timer with the connection."""
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """Server shutdown: uvicorn sends 1012 and closes; abort if the peer does not read."""
+        super().shutdown()
+        self._abort_later("server shutdown")
+
+    def keepalive_timeout(self) -> None:
+        """No pong: uvicorn fails the connection with 1011; abort if the peer does not read."""
+        super().keepalive_timeout()
+        self._abort_later("keepalive ping timeout")
+
+    async def send(self, message: Any) -> None:
+        """Send an ASGI message; a ``websocket.close`` starts the abort deadline."""
+        if message.get("type") == "websocket.close" and self.handshake_complete:
+            self._abort_later("close sent")
+        await super().send(message)
+
+    async def run_asgi(self) -> None:
+        """Run the session; once it ended, the connection gets :attr:`abort_after` seconds."""
+        try:
+            await super().run_asgi()
+        finally:
+            self._abort_later("session ended")
+
+    def _abort_later(self, why: str) -> None:
+        if self._abort_timer is None and not self.disconnected:
+            self._abort_timer = self.loop.call_later(self.abort_after, self._abort, why)
+
+    def _abort(self, why: str) -> None:
+        self._abort_timer = None
+        if self.disconnected:
+            return
+        pending = self.transport.get_write_buffer_size()
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        _log.info(
+            "aborted the WebSocket of %s %g s after %s (%d bytes it never read dropped)",
+            client,
+            self.abort_after,
+            why,
+            pending,
+        )
+        self.transport.abort()
+
+
+def guarded_protocols(
+    config: Config,
+) -> tuple[type[GuardedHttpProtocol], type[GuardedWebSocketProtocol]]:
+    """The HTTP and WebSocket protocol classes for uvicorn, bound to ``config``'s limits.
+
+    Args:
+        config: reads ``handshake_timeout`` and ``close_timeout``.
+
+    Returns:
+        ``(http, ws)``: pass them as uvicorn's ``http=`` and ``ws=`` settings.
+    """
+    http = type(
+        "GuardedHttpProtocol", (GuardedHttpProtocol,), {"head_timeout": config.handshake_timeout}
+    )
+    ws = type(
+        "GuardedWebSocketProtocol",
+        (GuardedWebSocketProtocol,),
+        {"abort_after": config.close_timeout},
+    )
+    return http, ws

@@ -1,0 +1,116 @@
+"""The real ``openrealtime serve`` command in a child process, as a user starts it.
+
+For tests about what only a whole process shows: its exit on SIGTERM, its RSS, its sockets.
+The fake engines and the energy VAD keep start-up at a second or two and need no model files::
+
+    with cli_server("--log-level", "info", env={"OPENREALTIME_CLOSE_TIMEOUT": "1"}) as server:
+        ...  # server.base == "http://127.0.0.1:PORT", server.process is the Popen
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+__all__ = ["FAKE_ENGINES", "CliServer", "cli_server", "free_port"]
+
+FAKE_ENGINES = (
+    "--vad",
+    "energy",
+    "--stt",
+    "fake",
+    "--llm",
+    "fake",
+    "--tts",
+    "fake",
+    "--turn",
+    "none",
+)
+"""Engine flags that need no model files."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class CliServer:
+    """A running ``openrealtime serve`` child process."""
+
+    process: subprocess.Popen[bytes]
+    base: str
+    """``http://127.0.0.1:PORT``."""
+    port: int
+    log: Path
+    """Its stderr, as a file."""
+
+    def stop(self, timeout: float = 30.0) -> float:
+        """Send SIGTERM; return the seconds until the process exited (kill after ``timeout``)."""
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                return float("inf")
+        return time.monotonic() - started
+
+    def log_text(self) -> str:
+        """What the server wrote to stderr so far."""
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def cli_server(
+    *args: str, env: dict[str, str] | None = None, log_dir: Path, startup_s: float = 30.0
+) -> Iterator[CliServer]:
+    """Start ``python -m openrealtime serve --port P *args``; kill it on exit.
+
+    Args:
+        args: more flags (the fake engines are not implied).
+        env: extra environment variables (``OPENREALTIME_*`` settings).
+        log_dir: where its stderr goes (``serve.log``).
+        startup_s: how long ``/healthz`` may take to answer.
+    """
+    port = free_port()
+    log = log_dir / f"serve-{port}.log"
+    environment = {**os.environ, **(env or {})}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "openrealtime", "serve", "--port", str(port), *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
+    server = CliServer(process, f"http://127.0.0.1:{port}", port, log)
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"openrealtime serve exited: {server.log_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{server.base}/healthz", timeout=1.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"openrealtime serve did not start: {server.log_text()[-2000:]}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
