@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -45,54 +46,120 @@ def redact(key: str | None) -> str:
 
 
 _SECRET_PATTERN = re.compile(
-    r"(?i)(?P<auth>authorization:\s*(?:bearer|basic)\s+)(?P<cred>[^\s,'\"]+)"
+    # an Authorization header, any scheme (Bearer, Basic, Token...) or none
+    r"(?i)(?P<auth>\b(?:proxy-)?authorization\b[\"']?\s*[:=,]\s*b?[\"']?(?:[a-z][a-z0-9_-]*\s+)?)"
+    r"(?P<cred>[^\s,'\"]+)"
+    # a browser's key subprotocol
     r"|(?P<proto>openai-insecure-api-key\.)(?P<key>[^\s,'\"]+)"
+    # other credential headers (websockets logs every handshake header at DEBUG)
+    r"|(?P<hdr>\b(?:x-)?api[-_]?key\b[\"']?\s*:\s*[\"']?|\b(?:set-)?cookie\s*:\s*)"
+    r"(?P<hval>[^\r\n,'\"]+)"
+    # a query parameter whose name says it holds a credential (?api_key=, &token=, ?key=...)
+    r"|(?P<query>[?&;](?:[\w.-]*(?:key|token|secret|passw|auth|sig|credential)[\w.-]*)=)"
+    r"(?P<qval>[^&\s'\"#]+)"
+    # anything shaped like an OpenAI-style key or one of our client secrets
+    r"|(?P<shaped>\b(?:sk-|ek_)[A-Za-z0-9_.\-]{8,})"
 )
-"""Credentials inside log text: an ``Authorization`` header or a key subprotocol."""
+"""Credentials inside log text, by where they sit or by their shape."""
 
-SECRET_LOGGERS: tuple[str, ...] = ("uvicorn.error", "uvicorn.access", "websockets.server")
-"""Loggers that third-party code writes handshake headers to (websockets logs every request
-header at DEBUG through the logger uvicorn gives it, ``uvicorn.error``)."""
+_known_secrets: set[str] = set()
+"""Configured secrets (API keys, signing key, engine keys): masked wherever they appear."""
+
+_MIN_KNOWN_SECRET = 6
+"""Shorter configured secrets are not searched for (they would match ordinary words)."""
+
+
+def register_secrets(*values: str | None) -> None:
+    """Mask these configured secrets in every later log record, wherever they appear.
+
+    Call with every credential of the configuration (the app factory does). Values shorter
+    than 6 characters are ignored; the shape patterns still cover where they usually appear.
+    """
+    for value in values:
+        if value and len(value) >= _MIN_KNOWN_SECRET:
+            _known_secrets.add(value)
 
 
 def _mask(match: re.Match[str]) -> str:
     if match.group("auth") is not None:
         return match.group("auth") + redact(match.group("cred"))
-    return match.group("proto") + redact(match.group("key"))
+    if match.group("proto") is not None:
+        return match.group("proto") + redact(match.group("key"))
+    if match.group("hdr") is not None:
+        return match.group("hdr") + redact(match.group("hval").strip())
+    if match.group("query") is not None:
+        return match.group("query") + redact(match.group("qval"))
+    return redact(match.group("shaped"))
 
 
-class RedactSecrets(logging.Filter):
-    """Masks credentials in log records (reliability-targets.md check 13: keys never logged).
+def mask_secrets(text: str) -> str:
+    """``text`` with every credential it holds shown as :func:`redact` shows keys.
 
-    Attach it to a logger with :func:`install_secret_redaction`; a logger's filters see only
-    records created on that logger, so each logger that may carry headers needs its own.
+    Covers ``Authorization`` headers of any scheme, key subprotocols, API-key and cookie
+    headers, credential-named query parameters, ``sk-``/``ek_`` shaped keys, and every secret
+    given to :func:`register_secrets`.
     """
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, redact(secret))
+    return _SECRET_PATTERN.sub(_mask, text)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message with keys redacted; never drops a record."""
+
+def _redact_record(record: logging.LogRecord) -> None:
+    """Mask credentials in a record's message, arguments and traceback, in place."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken record is the handler's business, not ours
+        return
+    masked = mask_secrets(message)
+    if masked != message:
+        _mask_arguments(record, masked)
+    if record.exc_info and record.exc_info[1] is not None:
+        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        clean = mask_secrets(text)
+        if clean != text:
+            record.exc_text = clean
+
+
+def _mask_arguments(record: logging.LogRecord, masked: str) -> None:
+    """Mask a record's arguments one by one, else store the masked message alone.
+
+    Masking the parts keeps the ``msg % args`` shape that uvicorn's access formatter unpacks.
+    """
+    args = record.args
+    if isinstance(args, tuple) and isinstance(record.msg, str):
+        parts = tuple(mask_secrets(a) if isinstance(a, str) else a for a in args)
         try:
-            message = record.getMessage()
-        except Exception:  # a broken record is the handler's business, not ours
-            return True
-        masked = _SECRET_PATTERN.sub(_mask, message)
-        if masked != message:
-            record.msg = masked
-            record.args = ()
-        return True
+            if mask_secrets(record.msg) % parts == masked:
+                record.msg, record.args = mask_secrets(record.msg), parts
+                return
+        except (TypeError, ValueError):
+            pass
+    record.msg, record.args = masked, ()
 
 
-def install_secret_redaction(names: tuple[str, ...] = SECRET_LOGGERS) -> None:
-    """Attach :class:`RedactSecrets` to each named logger once (idempotent).
+def install_secret_redaction() -> None:
+    """Mask credentials in every log record of the process, whoever logs it (idempotent).
 
-    Called by the app factory, so every way of serving the app (CLI, tests, embedding) has it.
-
-    Args:
-        names: logger names.
+    Installs a log-record factory, so the masking happens when a record is created: every
+    logger (uvicorn's access and error logs, websockets' header dumps at DEBUG, httpx, ours)
+    and every handler (pytest's included) only ever sees the masked text
+    (reliability-targets.md check 13). Called by the app factory.
     """
-    for name in names:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
-            logger.addFilter(RedactSecrets())
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, _FACTORY_MARK, False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    setattr(factory, _FACTORY_MARK, True)
+    logging.setLogRecordFactory(factory)
+
+
+_FACTORY_MARK = "_openrealtime_redacts"
 
 
 def configure_logging(level: str | int = "info") -> logging.Logger:
