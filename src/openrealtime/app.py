@@ -6,7 +6,6 @@ per process and every session shares them through :class:`Services` on ``app.sta
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,9 +25,12 @@ from openrealtime.auth import (
 )
 from openrealtime.backends.base import Engines
 from openrealtime.config import Config
-from openrealtime.logging_setup import install_secret_redaction, redact
+from openrealtime.logging_setup import install_secret_redaction, redact, register_secrets
+from openrealtime.protocol.codec import JsonInputError, loads
 from openrealtime.protocol.errors import ProtocolError
+from openrealtime.runtime.memory import tune_allocator
 from openrealtime.transports.openai_http import register_openai_http_routes
+from openrealtime.transports.origins import OriginGuard, OriginPolicy
 from openrealtime.transports.webrtc import call_registry, register_webrtc_routes
 from openrealtime.transports.websocket import SessionRunner, register_websocket_routes
 from openrealtime.web import register_playground_routes
@@ -121,9 +123,10 @@ async def _create_client_secret(config: Config, request: Request) -> JSONRespons
         return _openai_error(403, _MINT_FORBIDDEN_MESSAGE, None, "invalid_request_error")
     raw = await request.body()
     try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        return _openai_error(400, _BAD_JSON_MESSAGE, None, "invalid_request_error")
+        body = loads(raw) if raw.strip() else {}
+    except JsonInputError as exc:
+        message = f"{_BAD_JSON_MESSAGE} ({exc})"
+        return _openai_error(400, message, None, "invalid_request_error")
     api_key = None
     if credential.kind == "api_key":
         api_key = token_from_authorization(request.headers.get("authorization"))
@@ -190,6 +193,15 @@ def create_app(
                 await close_engines(loaded)
 
     install_secret_redaction()  # websockets logs handshake headers (keys) at DEBUG
+    tune_allocator()  # freed large blocks go back to the system (runtime/memory.py)
+    register_secrets(
+        *config.api_keys,
+        config.secret_signing_key,
+        config.stt_api_key,
+        config.llm_api_key,
+        config.tts_api_key,
+        config.ice_credential,
+    )
     app = FastAPI(
         title="openrealtime",
         summary="A self-hosted OpenAI Realtime API (GA) server.",
@@ -199,6 +211,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.config = config
+    app.add_middleware(OriginGuard, policy=OriginPolicy.from_config(config))
     if session_runner is not None:
         app.state.session_runner = session_runner
 

@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -30,6 +31,19 @@ from openrealtime.backends.base import (
     TranscriptionRequest,
 )
 from openrealtime.backends.errors import BackendError
+
+_R = TypeVar("_R")
+
+
+MAX_RECORDED = 16
+"""Requests a fake remembers (the newest): a fake serving a long benchmark or a memory test
+must not hold every request's audio."""
+
+
+def _record(requests: list[_R], request: _R) -> None:
+    requests.append(request)
+    if len(requests) > MAX_RECORDED:
+        del requests[0]
 
 
 @dataclass
@@ -111,7 +125,7 @@ class FakeSpeechToText:
 
     async def transcribe(self, request: TranscriptionRequest) -> AsyncIterator[TranscriptionEvent]:
         """Yield the transcript word by word, then the final text."""
-        self.requests.append(request)
+        _record(self.requests, request)
         seconds = len(request.pcm16) / 2 / request.sample_rate
         text = self.transcript or f"I spoke for {seconds:.1f} seconds."
         await _fault_start(self.faults)
@@ -138,7 +152,7 @@ class FakeLanguageModel:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Stream the reply word by word (one token per word), or a function call."""
-        self.requests.append(request)
+        _record(self.requests, request)
         input_tokens = sum(len(m.content.split()) + 4 for m in request.messages)
         await _fault_start(self.faults)
         tool = _forced_tool(request)
@@ -193,7 +207,7 @@ class FakeTextToSpeech:
 
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
         """Yield PCM16 chunks of a sine tone."""
-        self.requests.append(request)
+        _record(self.requests, request)
         await _fault_start(self.faults)
         seconds = len(request.text.strip()) * self.ms_per_char / 1000 / max(request.speed, 0.25)
         total = int(seconds * self.sample_rate)

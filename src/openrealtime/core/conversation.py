@@ -3,6 +3,11 @@
 Audio is kept as PCM16 at 24 kHz beside each item, never as base64 on the item itself. For
 assistant audio the store also records which transcript text describes which span of audio, so
 that truncation keeps exactly the words the user heard (spec §5.6).
+
+The store is bounded (issue 8, defect 6): the text clients put in is counted against
+``max_text_bytes`` (an item create past it is refused), and all the audio it keeps against
+``max_audio_bytes`` (past it, the oldest items lose their audio; their transcripts stay, so the
+model's context is unchanged).
 """
 
 from __future__ import annotations
@@ -50,18 +55,55 @@ class Entry:
     heard_text: str | None = None
     """Transcript of user audio used for the model's context, even when not sent to clients."""
     transcription_pending: bool = False
+    client_text_bytes: int = 0
+    """UTF-8 bytes of text the client put in this item (counted against the text budget)."""
+
+    @property
+    def audio_bytes(self) -> int:
+        """PCM bytes of audio kept for this item."""
+        return sum(len(pcm) for pcm in self.audio.values())
 
 
 def _ms(nbytes: int) -> int:
     return nbytes // BYTES_PER_MS
 
 
-class Conversation:
-    """Items in order; ids unique; insert after ``previous_item_id`` or at ``"root"``."""
+def text_bytes(item: AnyItem) -> int:
+    """UTF-8 bytes of the text an item carries (content text, transcripts, arguments, output)."""
+    texts: list[str] = []
+    if isinstance(item, SystemMessage | UserMessage | AssistantMessage):
+        for part in item.content:
+            for value in (getattr(part, "text", None), getattr(part, "transcript", None)):
+                if isinstance(value, str):
+                    texts.append(value)
+            if isinstance(part, InputImage):
+                texts.append(part.image_url)
+    elif isinstance(item, FunctionCall):
+        texts += [item.name, item.arguments]
+    elif isinstance(item, FunctionCallOutput):
+        texts.append(item.output)
+    return sum(len(t) if t.isascii() else len(t.encode("utf-8", "surrogatepass")) for t in texts)
 
-    def __init__(self) -> None:
+
+class Conversation:
+    """Items in order; ids unique; insert after ``previous_item_id`` or at ``"root"``.
+
+    Args:
+        max_text_bytes: most client text kept (``None``: unbounded); see :meth:`check_text`.
+        max_audio_bytes: most audio PCM kept (``None``: unbounded); see :meth:`add_audio`.
+    """
+
+    def __init__(
+        self, *, max_text_bytes: int | None = None, max_audio_bytes: int | None = None
+    ) -> None:
         self._entries: list[Entry] = []
         self._by_id: dict[str, Entry] = {}
+        self.max_text_bytes = max_text_bytes
+        self.max_audio_bytes = max_audio_bytes
+        self.client_text_bytes = 0
+        """Client text held, in UTF-8 bytes."""
+        self.audio_bytes = 0
+        """Audio held, in PCM bytes."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -111,7 +153,64 @@ class Conversation:
             index = self._entries.index(prev) + 1
         self._entries.insert(index, entry)
         self._by_id[item_id] = entry
+        self.client_text_bytes += entry.client_text_bytes
+        self.audio_bytes += entry.audio_bytes
+        self._trim_audio(keep=entry)
         return self._entries[index - 1].item.id if index > 0 else None
+
+    def check_text(self, item: AnyItem) -> int:
+        """The client text of ``item`` in bytes, if the text budget has room for it.
+
+        Raises:
+            ProtocolError: ``conversation_text_limit_exceeded`` when it has not.
+        """
+        size = text_bytes(item)
+        limit = self.max_text_bytes
+        if limit is not None and self.client_text_bytes + size > limit:
+            raise ProtocolError(
+                "conversation_text_limit_exceeded",
+                f"The conversation may hold at most {limit} bytes of text from the client; it "
+                f"holds {self.client_text_bytes} and this item has {size}. Delete items to make "
+                "room.",
+                param="item",
+            )
+        return size
+
+    def check_audio(self, nbytes: int) -> None:
+        """Refuse one item's audio when it alone is more than the whole audio budget.
+
+        Raises:
+            ProtocolError: ``conversation_audio_limit_exceeded``.
+        """
+        limit = self.max_audio_bytes
+        if limit is not None and nbytes > limit:
+            raise ProtocolError(
+                "conversation_audio_limit_exceeded",
+                f"The conversation keeps at most {_ms(limit) / 1000:g} s of audio; this item "
+                f"has {_ms(nbytes) / 1000:g} s.",
+                param="item",
+            )
+
+    def add_audio(self, entry: Entry, index: int, pcm: bytes) -> None:
+        """Append audio to a part of ``entry``; older items lose their audio past the budget."""
+        entry.audio.setdefault(index, bytearray()).extend(pcm)
+        if entry.item.id in self._by_id:
+            self.audio_bytes += len(pcm)
+            self._trim_audio(keep=entry)
+
+    def _trim_audio(self, keep: Entry) -> None:
+        """Drop the audio of the oldest items (never ``keep``'s) until within the budget."""
+        limit = self.max_audio_bytes
+        if limit is None or self.audio_bytes <= limit:
+            return
+        for entry in self._entries:
+            if self.audio_bytes <= limit:
+                return
+            if entry is keep or not entry.audio:
+                continue
+            self.audio_bytes -= entry.audio_bytes
+            entry.audio = {}
+            entry.segments = []
 
     def previous_id(self, item_id: str) -> str | None:
         """The id of the item just before ``item_id`` (None at the start)."""
@@ -123,7 +222,7 @@ class Conversation:
         self._by_id[item_id].item = item
 
     def delete(self, item_id: str) -> None:
-        """Remove an item (spec §2.2 ``conversation.item.delete``)."""
+        """Remove an item (spec §2.2 ``conversation.item.delete``); its budget is freed."""
         entry = self._by_id.pop(item_id, None)
         if entry is None:
             raise ProtocolError(
@@ -132,6 +231,8 @@ class Conversation:
                 param="item_id",
             )
         self._entries.remove(entry)
+        self.client_text_bytes -= entry.client_text_bytes
+        self.audio_bytes -= entry.audio_bytes
 
     def retrieve(
         self, item_id: str, encode: Callable[[str, bytes], bytes] | None = None
@@ -190,6 +291,8 @@ class Conversation:
                 param="audio_end_ms",
             )
         cut = audio_end_ms * BYTES_PER_MS
+        if item_id in self._by_id:
+            self.audio_bytes -= max(0, len(pcm) - cut)
         del pcm[cut:]
         entry.segments = heard_segments(entry.segments, cut)
         transcript = "".join(seg.text for seg in entry.segments).strip()

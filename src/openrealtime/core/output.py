@@ -106,7 +106,7 @@ class ResponseWriter:
         self.audio_produced = True
         entry = self.conversation.get(msg.item_id) if run.in_conversation else None
         if entry is not None:
-            entry.audio.setdefault(0, bytearray()).extend(event.pcm16)
+            self.conversation.add_audio(entry, 0, event.pcm16)
             if entry.segments:
                 entry.segments[-1].end_byte = msg.audio_bytes
         if self.play is not None:

@@ -92,6 +92,10 @@ class Limits:
     max_append_bytes: int = 15 * 1024 * 1024
     max_buffer_bytes: int = 15 * 1024 * 1024
     """Uncommitted audio kept at most; older audio is dropped with an error."""
+    max_conversation_text_bytes: int | None = None
+    """Client text the conversation holds at most (``None``: unbounded)."""
+    max_conversation_audio_bytes: int | None = None
+    """Audio the conversation keeps at most; the oldest items' audio goes first."""
 
 
 @dataclass
@@ -137,7 +141,10 @@ class RealtimeSession:
             self.config = TranscriptionSessionConfig()
         if defaults:
             self.config = self._merged(defaults)
-        self.conversation = Conversation()
+        self.conversation = Conversation(
+            max_text_bytes=self.limits.max_conversation_text_bytes,
+            max_audio_bytes=self.limits.max_conversation_audio_bytes,
+        )
         self._writer = ResponseWriter(ids, self.conversation, self._emit)
         self._playback: OutputAudioBuffer | None = None
         """The transport's output audio buffer when it plays audio itself (WebRTC, spec §1.3)."""
@@ -821,7 +828,11 @@ class RealtimeSession:
             item = item.model_copy(update={"call_id": self.ids.new("call")})
         if item.status is None:
             item = item.model_copy(update={"status": "completed"})
-        entry = Entry(item=item, audio=audio, transcription_pending=needs_transcript)
+        text = self.conversation.check_text(item)
+        self.conversation.check_audio(sum(len(pcm) for pcm in audio.values()))
+        entry = Entry(
+            item=item, audio=audio, transcription_pending=needs_transcript, client_text_bytes=text
+        )
         self._add_item(entry, event.previous_item_id)
         if needs_transcript and item.id is not None:
             self._transcribe(item.id, bytes(audio[min(audio)]))

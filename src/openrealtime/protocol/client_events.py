@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag
 
 from openrealtime.protocol.base import WireModel
-from openrealtime.protocol.items import ConversationItem
+from openrealtime.protocol.items import ConversationItem, Text
 from openrealtime.protocol.session_config import (
     AudioFormat,
     FunctionTool,
@@ -141,7 +141,7 @@ class ResponseCreateParams(WireModel):
 
     conversation: Literal["auto", "none"] | None = None
     input: list[InputItem] | None = None
-    instructions: str | None = None
+    instructions: Text | None = None
     output_modalities: (
         Annotated[list[Literal["audio", "text"]], Field(min_length=1, max_length=1)] | None
     ) = None

@@ -14,6 +14,16 @@ from pydantic import Discriminator, Field, Tag
 from openrealtime.protocol.base import WireModel, to_wire
 
 ItemId = Annotated[str, Field(min_length=1, max_length=32)]
+
+MAX_TEXT_CHARS = 10_485_760
+"""Longest string the live API accepts in a request ("string too long. Expected a string with
+maximum length 10485760"): item text, transcripts, arguments, instructions."""
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+"""A client-supplied string, bounded like the live API's (``string_above_max_length``)."""
+
+MAX_AUDIO_CHARS = 15 * 1024 * 1024 * 4 // 3 + 4
+"""Longest base64 ``audio`` in an item: 15 MiB of audio, as in one append (spec §7)."""
 ItemStatus = Literal["completed", "incomplete", "in_progress"]
 
 
@@ -21,15 +31,15 @@ class InputText(WireModel):
     """``{type: "input_text", text}``."""
 
     type: Literal["input_text"]
-    text: str
+    text: Text
 
 
 class InputAudio(WireModel):
     """``{type: "input_audio", audio?, transcript}``; ``transcript`` always sent (spec §8.3)."""
 
     type: Literal["input_audio"]
-    audio: str | None = None
-    transcript: str | None = None
+    audio: Annotated[str, Field(max_length=MAX_AUDIO_CHARS)] | None = None
+    transcript: Text | None = None
     _omit_if_none = frozenset({"audio"})
 
 
@@ -37,7 +47,7 @@ class InputImage(WireModel):
     """``{type: "input_image", image_url, detail?}``; kept in context, not seen by text models."""
 
     type: Literal["input_image"]
-    image_url: str
+    image_url: Text
     detail: Literal["auto", "low", "high"] | None = None
     _omit_if_none = frozenset({"detail"})
 
@@ -46,15 +56,15 @@ class OutputText(WireModel):
     """``{type: "output_text", text}``."""
 
     type: Literal["output_text"]
-    text: str = ""
+    text: Text = ""
 
 
 class OutputAudio(WireModel):
     """``{type: "output_audio", audio?, transcript}``."""
 
     type: Literal["output_audio"]
-    audio: str | None = None
-    transcript: str = ""
+    audio: Annotated[str, Field(max_length=MAX_AUDIO_CHARS)] | None = None
+    transcript: Text = ""
     _omit_if_none = frozenset({"audio"})
 
 
@@ -97,8 +107,8 @@ class FunctionCall(_ItemBase):
     """A call the model made; ``name`` and ``arguments`` are always present (spec §8.3/4)."""
 
     type: Literal["function_call"]
-    name: str
-    arguments: str = ""
+    name: Annotated[str, Field(max_length=64)]
+    arguments: Text = ""
     call_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     _omit_if_none = frozenset({"object", "id", "status", "call_id"})
 

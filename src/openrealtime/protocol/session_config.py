@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from openrealtime.protocol.base import WireModel, to_wire
+from openrealtime.protocol.items import Text
 
 DEFAULT_INSTRUCTIONS = (
     "Your knowledge cutoff is 2023-10. You are a helpful, witty, and friendly AI. Act like a "
@@ -150,7 +151,7 @@ class FunctionTool(WireModel):
 
     type: Literal["function"] = "function"
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
-    description: str = ""
+    description: Text = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
@@ -217,7 +218,7 @@ class RealtimeSessionConfig(WireModel):
     output_modalities: Annotated[
         list[Literal["audio", "text"]], Field(min_length=1, max_length=1)
     ] = Field(default_factory=_audio_only)
-    instructions: str = DEFAULT_INSTRUCTIONS
+    instructions: Text = DEFAULT_INSTRUCTIONS
     audio: RealtimeAudio = Field(default_factory=RealtimeAudio)
     tools: list[FunctionTool] = Field(default_factory=list)
     tool_choice: ToolChoice = "auto"

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.backends.base import Engines, StreamingSpeechToText, VadStream
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import (
@@ -45,6 +46,7 @@ from openrealtime.protocol.codec import client_event_id, dump_event, parse_clien
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.server_events import ResponseOutputAudioDelta, ResponseOutputTextDelta
 from openrealtime.runtime.listener import Listener
+from openrealtime.runtime.memory import release_memory
 from openrealtime.runtime.outbox import Frame, Outbox
 from openrealtime.runtime.pipeline import (
     run_known_transcription,
@@ -60,6 +62,9 @@ from openrealtime.transports.base import SessionRequest, Transport, TransportClo
 
 log = logging.getLogger(__name__)
 
+RELEASE_AFTER_BYTES = 4 * 1024 * 1024
+"""A session that received this much gives its memory back to the system when it ends."""
+
 
 class DriverConfig(Protocol):
     """The settings the driver reads (satisfied by :class:`openrealtime.config.Config`)."""
@@ -67,6 +72,8 @@ class DriverConfig(Protocol):
     session_max_seconds: int
     outbound_queue_max: int
     outbound_stall_seconds: float
+    max_conversation_text_bytes: int
+    max_conversation_audio_seconds: float
 
 
 class ServicesLike(Protocol):
@@ -141,7 +148,13 @@ class SessionDriver:
             request.model,
             ids=ids or RandomIds(),
             now_ms=wall_ms(),
-            limits=Limits(max_duration_ms=int(config.session_max_seconds * 1000)),
+            limits=Limits(
+                max_duration_ms=int(config.session_max_seconds * 1000),
+                max_conversation_text_bytes=config.max_conversation_text_bytes,
+                max_conversation_audio_bytes=int(
+                    config.max_conversation_audio_seconds * SESSION_RATE * 2
+                ),
+            ),
             defaults=defaults if defaults is not None else request.session_defaults,
             session_id=request.session_label or None,
             turn_model=self.engines.turn is not None,
@@ -169,6 +182,7 @@ class SessionDriver:
         self._stt_streams = isinstance(self.engines.stt, StreamingSpeechToText)
         """Checked once: a Protocol isinstance check costs too much per audio chunk."""
         self._close: CloseSession | None = None
+        self._received_bytes = 0
         self.latencies: list[TurnLatency] = []
         """Latency of each answered turn, in order (also logged at info level)."""
 
@@ -188,6 +202,7 @@ class SessionDriver:
                     break
                 if isinstance(item, _Frame):
                     self._frame_room.release()
+                    self._received_bytes += len(item.data)
                     self._on_frame(item.data)
                 elif isinstance(item, _Audio):
                     self._frame_room.release()
@@ -222,6 +237,8 @@ class SessionDriver:
             if forget is not None:  # the session's saved KV cache is no longer needed
                 forget(self.session.id)
             self._outbox.end()
+            if self._received_bytes >= RELEASE_AFTER_BYTES:
+                release_memory()  # what this session held goes back to the system
             if self._close is not None:
                 # Let queued events reach the client before the close frame.
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -302,6 +319,12 @@ class SessionDriver:
             raise _Stalled() from None
 
     async def _write(self) -> None:
+        """Send queued frames in order until the outbox ends or the transport fails.
+
+        The writer never ends silently: a transport that closed, and any unexpected failure
+        (logged with its traceback, the connection then closed with 1011), wake the main loop
+        so the session ends instead of living on with nobody writing its events.
+        """
         while True:
             frame = await self._outbox.get()
             if frame is None:
@@ -315,9 +338,19 @@ class SessionDriver:
             except TransportClosed:
                 # The main loop may be blocked on a full outbox; it learns of the close from
                 # the reader or the stall timeout, so never block here.
-                with contextlib.suppress(asyncio.QueueFull):
-                    self._inbox.put_nowait(_Disconnected())
+                self._writer_gone()
                 return
+            except Exception:
+                self.log.exception("sending an event failed; closing the session with 1011")
+                self._writer_gone()
+                await self.transport.close(1011, "internal error")
+                return
+
+    def _writer_gone(self) -> None:
+        """Tell the main loop that nothing is written any more (it must not wait on it)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(_Disconnected())
+        self._outbox.close()
 
     def _run(self, command: Command) -> None:
         match command:
