@@ -6,6 +6,19 @@ request streams (``stream: true`` with ``stream_options.include_usage``); conten
 :class:`ToolCallArguments`, and the finish reason with the usage chunk becomes
 :class:`GenerationDone`. A stream that ends with neither ``[DONE]`` nor a finish reason was cut
 mid-answer and raises ``engine_stream_incomplete``.
+
+Bounds, so a server cannot hold a response forever: a request without ``max_output_tokens``
+(a Realtime response's ``"inf"``) is sent with ``max_tokens`` set to the engine's
+``max_output_tokens`` (``Config.max_output_tokens``), and the cap is also enforced here: the
+piece past it (text or tool arguments; one per chunk, as servers stream tokens) is not passed
+on, the stream is closed and the answer ends with finish reason ``length``, which a Realtime
+response reports as ``incomplete`` / ``max_output_tokens``. A server that honours
+``max_tokens`` ends first, with its own usage. SSE comments and whitespace are not content: a
+stream without an event for ``idle_timeout`` seconds fails with ``engine_timeout``.
+
+A server that ignores ``stream: true`` and answers one JSON completion is read as such (its
+message becomes the same events, at once). Any other type of body (``text/html`` from a proxy,
+``text/plain``) is refused with ``engine_bad_response`` and a short excerpt.
 """
 
 from __future__ import annotations
@@ -15,7 +28,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from openrealtime.backends._http import OpenAICompatClient, incomplete, iter_sse, parse_json
+from openrealtime.backends._http import (
+    MAX_JSON_BODY,
+    OpenAICompatClient,
+    StreamedBody,
+    excerpt,
+    incomplete,
+    iter_sse,
+    parse_json,
+)
 from openrealtime.backends.base import (
     ChatMessage,
     GenerationDone,
@@ -28,7 +49,16 @@ from openrealtime.backends.base import (
     ToolSpec,
 )
 
-__all__ = ["OpenAICompatibleLLM", "chat_messages", "chat_tool_choice", "chat_tools"]
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "OpenAICompatibleLLM",
+    "chat_messages",
+    "chat_tool_choice",
+    "chat_tools",
+]
+
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+"""The cap for requests that set none (``Config.max_output_tokens``'s default)."""
 
 FinishReason = Literal["stop", "length", "tool_calls"]
 _FINISH: dict[str, FinishReason] = {
@@ -49,6 +79,9 @@ class OpenAICompatibleLLM:
         api_key: Bearer key, if the server wants one.
         timeout: seconds to wait for each read (the first token included).
         connect_timeout: seconds to wait for the connection; defaults to ``timeout``.
+        idle_timeout: seconds the stream may go without an event (``Config.engine_idle_timeout``).
+        max_output_tokens: the cap for requests that set none (``Config.max_output_tokens``);
+            ``None`` sends none and enforces none.
         extra_body: more request fields (e.g. ``{"temperature": 0.7}``), sent as given.
     """
 
@@ -62,12 +95,20 @@ class OpenAICompatibleLLM:
         *,
         timeout: float = 30.0,
         connect_timeout: float | None = 5.0,
+        idle_timeout: float = 30.0,
+        max_output_tokens: int | None = DEFAULT_MAX_OUTPUT_TOKENS,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
+        self.max_output_tokens = max_output_tokens
         self.extra_body = dict(extra_body or {})
         self.http = OpenAICompatClient(
-            "LLM", base_url, api_key, timeout=timeout, connect_timeout=connect_timeout
+            "LLM",
+            base_url,
+            api_key,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
         )
 
     async def aclose(self) -> None:
@@ -86,26 +127,74 @@ class OpenAICompatibleLLM:
         if request.tools:
             body["tools"] = chat_tools(request.tools)
             body["tool_choice"] = chat_tool_choice(request.tool_choice)
-        if request.max_output_tokens is not None:
-            body["max_tokens"] = request.max_output_tokens
+        limit = self.limit(request)
+        if limit is not None:
+            body["max_tokens"] = limit
         return body
 
+    def limit(self, request: GenerationRequest) -> int | None:
+        """The output cap of ``request``: its own, else the engine's."""
+        if request.max_output_tokens is not None:
+            return request.max_output_tokens
+        return self.max_output_tokens
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        """Yield text and tool-call pieces as the server streams them, then the usage."""
+        """Yield text and tool-call pieces as the server streams them, then the usage.
+
+        Stops at the output cap (see the module docstring) with finish reason ``length``.
+        """
         state = _StreamState()
-        async with self.http.stream("chat/completions", json_body=self.payload(request)) as resp:
-            async for sse in iter_sse(resp):
-                if sse.data.strip() == "[DONE]":
-                    state.saw_done = True
-                    break
-                chunk = parse_json(self.http, sse.data, "a chat completion chunk")
-                for event in state.feed(self.http, chunk):
+        limit = self.limit(request)
+        async with self.http.stream("chat/completions", json_body=self.payload(request)) as body:
+            kind = body.content_type
+            if kind == "application/json":
+                for event in await self._whole_completion(body, state):
                     yield event
+            elif kind and kind != "text/event-stream":
+                shown = await body.excerpt()
+                message = f"answered {kind} instead of an event stream: {shown}"
+                raise self.http.error(message, "engine_bad_response")
+            else:
+                async for sse in iter_sse(body):
+                    if sse.data.strip() == "[DONE]":
+                        state.saw_done = True
+                        break
+                    chunk = parse_json(self.http, sse.data, "a chat completion chunk")
+                    for event in state.feed(self.http, chunk):
+                        if isinstance(event, TextChunk | ToolCallArguments):
+                            if limit is not None and state.emitted >= limit:
+                                state.cut = True
+                                break
+                            state.emitted += 1
+                        yield event
+                    if state.cut:
+                        break  # leaving the block closes the stream
+        if state.cut:
+            yield state.done()
+            return
         if state.finish is None and not state.saw_done:
             raise incomplete(self.http, "the chat completion stream")
         for event in state.flush():
             yield event
         yield state.done()
+
+    async def _whole_completion(
+        self, body: StreamedBody, state: _StreamState
+    ) -> list[GenerationEvent]:
+        """The events of a non-streamed completion (a server that ignored ``stream``)."""
+        completion = parse_json(self.http, await body.read(MAX_JSON_BODY), "the chat completion")
+        if not isinstance(completion, dict):
+            shown = excerpt(self.http.scrub(str(completion)), 80)
+            raise self.http.error(f"unexpected completion {shown!r}", "engine_bad_response")
+        chunk: dict[str, Any] = {"usage": completion.get("usage"), "error": completion.get("error")}
+        choices = completion.get("choices") or []
+        if choices and isinstance(choices[0], dict):
+            message = choices[0].get("message")
+            delta = message if isinstance(message, dict) else {}
+            chunk["choices"] = [{"delta": delta, "finish_reason": choices[0].get("finish_reason")}]
+        events = state.feed(self.http, chunk)
+        state.saw_done = True
+        return events
 
 
 @dataclass
@@ -127,10 +216,15 @@ class _StreamState:
     usage: dict[str, Any] | None = None
     chunks: int = 0
     saw_done: bool = False
+    emitted: int = 0
+    """Text and tool-argument pieces passed on (counted against the output cap)."""
+    cut: bool = False
+    """The output cap stopped the stream."""
 
     def feed(self, http: OpenAICompatClient, chunk: Any) -> list[GenerationEvent]:
         if not isinstance(chunk, dict):
-            raise http.error(f"unexpected chunk {str(chunk)[:80]!r}", "engine_bad_response")
+            shown = excerpt(http.scrub(str(chunk)), 80)
+            raise http.error(f"unexpected chunk {shown!r}", "engine_bad_response")
         error = chunk.get("error")
         if error:  # vLLM, llama.cpp and OpenAI report mid-stream failures this way
             message = error.get("message") if isinstance(error, dict) else str(error)
@@ -195,14 +289,18 @@ class _StreamState:
 
     def done(self) -> GenerationDone:
         reason = _FINISH.get(self.finish or "stop", "stop")
-        if any(call.started for call in self.calls.values()):
+        if self.cut:
+            reason = "length"
+        elif any(call.started for call in self.calls.values()):
             reason = "tool_calls"  # some servers say "stop" after tool calls
         usage = self.usage or {}
         details = usage.get("prompt_tokens_details") or {}
         return GenerationDone(
             reason,
             input_tokens=_int(usage.get("prompt_tokens")),
-            output_tokens=_int(usage.get("completion_tokens"), default=self.chunks),
+            output_tokens=self.emitted
+            if self.cut
+            else _int(usage.get("completion_tokens"), default=self.chunks),
             cached_tokens=_int(details.get("cached_tokens") if isinstance(details, dict) else 0),
         )
 

@@ -65,18 +65,32 @@ def build_stt(config: Config) -> SpeechToText:
             config.stt_model or "whisper-1",
             config.stt_api_key,
             timeout=config.engine_timeout,
+            idle_timeout=config.engine_idle_timeout,
         )
     raise ValueError(f"unknown STT engine {config.stt!r}; choose one of {STT_ENGINES}")
 
 
 def build_llm(config: Config) -> LanguageModel:
-    """Create the language model engine."""
+    """Create the language model engine.
+
+    ``config.max_output_tokens`` is the cap of requests that set none (a Realtime response's
+    ``"inf"``, a ``/v1/chat/completions`` request without ``max_tokens``): the engines apply it,
+    so it holds on every path that reaches them; the remote engine also enforces it on its side
+    against a server that ignores ``max_tokens``.
+    """
     if config.llm == "llamacpp":
-        from openrealtime.backends.llm_llamacpp import LlamaCppLanguageModel
+        from openrealtime.backends.llm_llamacpp import (
+            DEFAULT_MAX_OUTPUT_TOKENS,
+            LlamaCppLanguageModel,
+        )
 
         cache = Path(config.cache_dir) if config.cache_dir else None
         return LlamaCppLanguageModel.from_cache(
-            cache_dir=cache, local_path=config.llm_model_path, n_threads=config.llm_threads
+            cache_dir=cache,
+            local_path=config.llm_model_path,
+            n_threads=config.llm_threads,
+            # the embedded model keeps its short spoken answers; a lower cap still applies
+            default_max_output_tokens=min(config.max_output_tokens, DEFAULT_MAX_OUTPUT_TOKENS),
         )
     if config.llm == "fake":
         from openrealtime.backends.fake import FakeLanguageModel
@@ -87,7 +101,12 @@ def build_llm(config: Config) -> LanguageModel:
 
         assert config.llm_base_url is not None and config.llm_model is not None
         return OpenAICompatibleLLM(
-            config.llm_base_url, config.llm_model, config.llm_api_key, timeout=config.engine_timeout
+            config.llm_base_url,
+            config.llm_model,
+            config.llm_api_key,
+            timeout=config.engine_timeout,
+            idle_timeout=config.engine_idle_timeout,
+            max_output_tokens=config.max_output_tokens,
         )
     raise ValueError(f"unknown LLM engine {config.llm!r}; choose one of {LLM_ENGINES}")
 
@@ -115,6 +134,7 @@ def build_tts(config: Config) -> TextToSpeech:
             config.tts_model or "tts-1",
             config.tts_api_key,
             timeout=config.engine_timeout,
+            idle_timeout=config.engine_idle_timeout,
         )
     raise ValueError(f"unknown TTS engine {config.tts!r}; choose one of {TTS_ENGINES}")
 

@@ -5,6 +5,11 @@ OpenAI. The audio goes up as a WAV file at the engine's ``sample_rate``. The eng
 streamed answer (``stream=true``: SSE ``transcript.text.delta`` / ``transcript.text.done``);
 a server that answers with plain JSON gives the final transcript only, and one that rejects
 ``stream`` with HTTP 400 is asked again without it (and never asked to stream again).
+
+Bounds: an SSE stream without a transcription event for ``idle_timeout`` seconds (comments and
+whitespace do not count) and a JSON answer that trickles whitespace fail with
+``engine_timeout``; a JSON answer past ``MAX_JSON_BODY`` bytes, an HTML page or any other body
+that is not the transcription's JSON fail with ``engine_bad_response`` and a short excerpt.
 """
 
 from __future__ import annotations
@@ -12,7 +17,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from openrealtime.audio.wav import wav_bytes
-from openrealtime.backends._http import OpenAICompatClient, incomplete, iter_sse, parse_json
+from openrealtime.backends._http import (
+    MAX_JSON_BODY,
+    OpenAICompatClient,
+    excerpt,
+    incomplete,
+    iter_sse,
+    parse_json,
+)
 from openrealtime.backends.base import (
     TranscriptDelta,
     TranscriptFinal,
@@ -35,6 +47,7 @@ class OpenAICompatibleSTT:
         sample_rate: the rate the audio is uploaded at (the runtime resamples to it).
         timeout: seconds to wait for each read.
         connect_timeout: seconds to wait for the connection; defaults to ``timeout``.
+        idle_timeout: seconds the answer may go without content (``Config.engine_idle_timeout``).
         stream: ask for SSE deltas (``stream=true``) first.
     """
 
@@ -49,13 +62,19 @@ class OpenAICompatibleSTT:
         sample_rate: int = 16000,
         timeout: float = 30.0,
         connect_timeout: float | None = 5.0,
+        idle_timeout: float = 30.0,
         stream: bool = True,
     ) -> None:
         self.model = model
         self.sample_rate = sample_rate
         self.stream = stream
         self.http = OpenAICompatClient(
-            "STT", base_url, api_key, timeout=timeout, connect_timeout=connect_timeout
+            "STT",
+            base_url,
+            api_key,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
         )
 
     async def aclose(self) -> None:
@@ -82,14 +101,18 @@ class OpenAICompatibleSTT:
             try:
                 async with self.http.stream(
                     "audio/transcriptions", data=self.form(request, stream=stream), files=files
-                ) as response:
-                    content_type = response.headers.get("content-type", "")
-                    if "text/event-stream" not in content_type:
-                        body = await response.aread()
-                        yield TranscriptFinal(self._final_text(body), seconds)
+                ) as body:
+                    media = body.content_type
+                    if media == "text/html":
+                        shown = await body.excerpt()
+                        message = f"answered {media} instead of a transcription: {shown}"
+                        raise self.http.error(message, "engine_bad_response")
+                    if media != "text/event-stream":
+                        data = await body.read(MAX_JSON_BODY)
+                        yield TranscriptFinal(self._final_text(data), seconds)
                         return
                     text: str | None = None
-                    async for sse in iter_sse(response):
+                    async for sse in iter_sse(body):
                         event = parse_json(self.http, sse.data, "a transcription event")
                         kind = event.get("type") if isinstance(event, dict) else None
                         if kind == "transcript.text.delta":
@@ -98,7 +121,8 @@ class OpenAICompatibleSTT:
                             text = str(event.get("text", ""))
                             break
                         elif isinstance(event, dict) and event.get("error"):
-                            raise self.http.error(f"failed mid-stream: {event}", "engine_error")
+                            message = f"failed mid-stream: {excerpt(self.http.scrub(str(event)))}"
+                            raise self.http.error(message, "engine_error")
                     if text is None:
                         raise incomplete(self.http, "the transcription stream")
                     yield TranscriptFinal(text, seconds)
@@ -111,5 +135,6 @@ class OpenAICompatibleSTT:
     def _final_text(self, body: bytes) -> str:
         data = parse_json(self.http, body, "the transcription")
         if not isinstance(data, dict) or not isinstance(data.get("text"), str):
-            raise self.http.error(f"no text in {str(data)[:80]!r}", "engine_bad_response")
+            shown = excerpt(self.http.scrub(str(data)), 80)
+            raise self.http.error(f"no text in {shown!r}", "engine_bad_response")
         return str(data["text"])

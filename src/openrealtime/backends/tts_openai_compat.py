@@ -3,6 +3,11 @@
 Reaches Kokoro-FastAPI, speaches (Kokoro/Piper), another openrealtime, or OpenAI. It asks for
 ``response_format: "pcm"`` (raw PCM16 little-endian mono; 24 kHz on OpenAI and Kokoro) and
 yields the body's chunks as they arrive, so speech starts before synthesis ends.
+
+A 2xx answer that is not audio (``text/html`` from a proxy, a JSON error with status 200, any
+``text/*``) is refused with ``engine_bad_response`` and an excerpt of the body, never played;
+a missing ``Content-Type`` is taken as audio. Audio bytes are the only content: a server that
+sends nothing for ``idle_timeout`` seconds fails with ``engine_timeout``.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from openrealtime.backends._http import OpenAICompatClient
+from openrealtime.backends._http import OpenAICompatClient, StreamedBody
 from openrealtime.backends.base import SynthesisRequest
 
 __all__ = ["OpenAICompatibleTTS"]
@@ -26,6 +31,7 @@ class OpenAICompatibleTTS:
         sample_rate: the rate of the server's ``pcm`` output (24000 for OpenAI's format).
         timeout: seconds to wait for each read (the first audio included).
         connect_timeout: seconds to wait for the connection; defaults to ``timeout``.
+        idle_timeout: seconds the body may go without audio (``Config.engine_idle_timeout``).
         extra_body: more request fields (e.g. ``{"instructions": "..."}``), sent as given.
     """
 
@@ -40,13 +46,19 @@ class OpenAICompatibleTTS:
         sample_rate: int = 24000,
         timeout: float = 30.0,
         connect_timeout: float | None = 5.0,
+        idle_timeout: float = 30.0,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.sample_rate = sample_rate
         self.extra_body = dict(extra_body or {})
         self.http = OpenAICompatClient(
-            "TTS", base_url, api_key, timeout=timeout, connect_timeout=connect_timeout
+            "TTS",
+            base_url,
+            api_key,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
         )
 
     async def aclose(self) -> None:
@@ -69,10 +81,19 @@ class OpenAICompatibleTTS:
         if not request.text.strip():
             return
         carry = b""
-        async with self.http.stream("audio/speech", json_body=self.payload(request)) as response:
-            async for chunk in response.aiter_bytes():
+        async with self.http.stream("audio/speech", json_body=self.payload(request)) as body:
+            await self._check_audio(body)
+            async for chunk in body.iter_bytes():
                 data = carry + chunk
                 whole = len(data) - len(data) % 2
                 carry = data[whole:]
                 if whole:
                     yield data[:whole]
+
+    async def _check_audio(self, body: StreamedBody) -> None:
+        """Refuse a 2xx answer whose ``Content-Type`` says it is not audio."""
+        kind = body.content_type
+        if not kind or kind.startswith("audio/") or kind == "application/octet-stream":
+            return
+        shown = await body.excerpt()
+        raise self.http.error(f"answered {kind} instead of audio: {shown}", "engine_bad_response")
