@@ -146,3 +146,58 @@ async def test_a_long_event_id_is_not_echoed_from_an_unparsable_event() -> None:
         await session.send(json.dumps({"type": "nope", "event_id": "evt_short"}))
         assert (await session.recv())["error"]["event_id"] == "evt_short"
         await alive(session)
+
+
+async def test_an_engine_answer_with_a_lone_surrogate_is_repaired_and_the_session_goes_on() -> None:
+    """Before: the engine's "\\ud800" killed the writer silently, then poisoned the next request."""
+    from openrealtime.backends.registry import build_engines, close_engines
+    from tests.backends.test_remote_engine_faults import (
+        FaultServer,
+        Writer,
+        head,
+        remote_config,
+        sse,
+    )
+
+    chunk = '{"choices":[{"index":0,"delta":{"content":"bad \\ud800 half"}}]}'
+    done = '{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+
+    async def answer(path: str, body: bytes, reader: Any, writer: Writer) -> None:
+        writer.write(head("text/event-stream") + sse(chunk) + sse(done) + sse("[DONE]"))
+        await writer.drain()
+
+    async with FaultServer(answer) as server:
+        config = remote_config(server.url)
+        engines = build_engines(config)
+        try:
+            async with serve(config, engines) as base, raw_session(base) as session:
+                for _ in range(2):  # the second request carries the first answer as context
+                    await session.send(
+                        {"type": "response.create", "response": {"output_modalities": ["text"]}}
+                    )
+                    finished, events = await session.recv_until("response.done")
+                    assert finished["response"]["status"] == "completed", finished
+                    text = "".join(
+                        e["delta"] for e in events if e["type"] == "response.output_text.delta"
+                    )
+                    assert text == "bad \ufffd half"
+                sent = json.loads(server.requests[-1][1])["messages"]
+                assert sent[-1] == {"role": "assistant", "content": "bad \ufffd half"}
+                await alive(session)
+        finally:
+            await close_engines(engines)
+
+
+async def test_any_engine_text_reaches_the_session_as_valid_unicode() -> None:
+    """An in-process engine (no JSON on the way) is repaired at the runtime's boundary."""
+    from openrealtime.backends.fake import FakeLanguageModel
+    from tests.conformance._error_helpers import fake_engines
+
+    llm = FakeLanguageModel(reply="bad \ud800 half")
+    async with serve(engines=fake_engines(llm=llm)) as base, raw_session(base) as session:
+        await session.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+        finished, events = await session.recv_until("response.done")
+        assert finished["response"]["status"] == "completed", finished
+        text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        assert text == "bad \ufffd half"
+        await alive(session)

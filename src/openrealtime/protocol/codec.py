@@ -74,24 +74,24 @@ def _parse_constant(name: str) -> Any:
     raise JsonInputError(f"{name} is not a JSON number")
 
 
-def loads(text: str | bytes, *, surrogates: Literal["reject", "replace"] = "reject") -> Any:
+def loads(text: str | bytes, *, peer: Literal["client", "engine"] = "client") -> Any:
     """Decode untrusted JSON strictly; use it for every JSON a peer sends (frames, bodies).
 
     Args:
         text: the JSON text (``bytes`` are decoded as UTF-8).
-        surrogates: ``"reject"`` a lone surrogate escape (client input: the client must send
-            valid text) or ``"replace"`` it with U+FFFD (an engine's answer: keep the rest).
+        peer: ``"client"`` refuses a lone surrogate escape and non-finite numbers (the client
+            must send valid text and numbers); ``"engine"`` (an engine's answer) replaces lone
+            surrogates with U+FFFD and lets non-finite numbers through, so one odd field does
+            not fail a whole answer, while the text that reaches the session is valid.
 
     Raises:
         JsonInputError: not JSON, or JSON this server refuses; ``str(exc)`` says why.
     """
+    numbers: dict[str, Any] = {"parse_int": _parse_int}
+    if peer == "client":
+        numbers.update(parse_float=_parse_float, parse_constant=_parse_constant)
     try:
-        data = json.loads(
-            text,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-            parse_constant=_parse_constant,
-        )
+        data = json.loads(text, **numbers)
     except JsonInputError:
         raise
     except RecursionError:
@@ -100,7 +100,7 @@ def loads(text: str | bytes, *, surrogates: Literal["reject", "replace"] = "reje
         raise JsonInputError(str(exc)[:200]) from None
     raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
     fix = "\\u" in raw and _ESCAPED_SURROGATE.search(raw) is not None
-    return _checked(data, fix=fix, replace=surrogates == "replace")
+    return _checked(data, fix=fix, replace=peer == "engine")
 
 
 def _checked(data: Any, *, fix: bool, replace: bool) -> Any:

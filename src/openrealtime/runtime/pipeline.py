@@ -29,6 +29,7 @@ from openrealtime.backends.base import (
 from openrealtime.backends.errors import BackendError
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import EvaluateTurn, Generate, Transcribe
+from openrealtime.protocol.codec import valid_text
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,10 @@ _T = TypeVar("_T")
 async def closing(stream: AsyncIterator[_T]) -> AsyncIterator[AsyncIterator[_T]]:
     """Iterate an engine's stream; close it on exit (a cancelled response stops it now).
 
-    Without it, a generator abandoned by a cancelled task is closed only when collected.
+    Every engine stream the runtime opens goes through it (responses, transcriptions, peeks),
+    so it is closed on every path: done, failed, cancelled, disconnect, session close. Without
+    it, a generator abandoned by a cancelled task is closed only when collected, holding its
+    engine (a remote engine's connection) until then.
     """
     try:
         yield stream
@@ -52,6 +56,7 @@ async def closing(stream: AsyncIterator[_T]) -> AsyncIterator[AsyncIterator[_T]]
 
 
 _CLAUSE_END = re.compile(r"[.!?;:,\n](?=\s)")
+_WORD_END = re.compile(r"\S\s")
 
 
 class ClauseChunker:
@@ -62,13 +67,24 @@ class ClauseChunker:
     *first* chunk of an answer is cut sooner, at its first clause end or after ``first_words``
     words, because the user is waiting for it: each word is ~1.5 tokens of decoding before any
     sound (bench/voice_latency.py: 5 -> 3 words took the TTS stage from ~125 to ~75 ms p50).
+
+    Text that runs ``max_chars`` without a clause end is cut at its last space (or at
+    ``max_chars`` if it has none), and each push scans only the text not yet scanned: an answer
+    without punctuation or spaces (a long number, a URL, base64) costs linear time and is spoken
+    in pieces. (Before, every push rescanned all the pending text with a backtracking pattern:
+    a 200,000-character word froze the event loop for minutes.)
     """
 
-    def __init__(self, min_chars: int = 12, first_words: int = 3) -> None:
+    def __init__(self, min_chars: int = 12, first_words: int = 3, max_chars: int = 400) -> None:
         self.min_chars = min_chars
         self.first_words = first_words
+        self.max_chars = max_chars
         self._pending = ""
         self._started = False
+        self._scanned = 0
+        """Clause ends before this index of ``_pending`` were looked for already."""
+        self._word_ends: list[int] = []
+        """Where the first words of the answer end (until the first chunk is cut)."""
 
     def push(self, text: str) -> list[str]:
         """Add text; return the clauses now complete."""
@@ -77,36 +93,60 @@ class ClauseChunker:
         if not self._started:
             first = self._first_chunk()
             if first is None:
-                return out
+                return self._bounded(out)
             out.append(first)
             self._started = True
+            self._scanned = 0
+        pending = self._pending
         start = 0
-        for match in _CLAUSE_END.finditer(self._pending):
+        # A clause end that was the last character can match now that more text came.
+        for match in _CLAUSE_END.finditer(pending, max(0, self._scanned - 1)):
             end = match.end()
-            if len(self._pending[start:end].strip()) >= self.min_chars:
-                out.append(self._pending[start:end])
+            if len(pending[start:end].strip()) >= self.min_chars:
+                out.append(pending[start:end])
                 start = end
-        self._pending = self._pending[start:]
-        return out
+        self._pending = pending[start:]
+        self._scanned = len(self._pending)
+        return self._bounded(out)
 
     def _first_chunk(self) -> str | None:
-        match = _CLAUSE_END.search(self._pending)
-        words = list(re.finditer(r"\S+\s", self._pending))
-        cut: int | None = None
-        if match is not None:
-            cut = match.end()
-        if len(words) >= self.first_words:
-            word_cut = words[self.first_words - 1].end()
+        pending = self._pending
+        clause = _CLAUSE_END.search(pending, max(0, self._scanned - 1))
+        if len(self._word_ends) < self.first_words:
+            start = max(0, self._scanned - 1)
+            for match in _WORD_END.finditer(pending, start):
+                self._word_ends.append(match.end())
+                if len(self._word_ends) == self.first_words:
+                    break
+        self._scanned = len(pending)
+        cut: int | None = clause.end() if clause is not None else None
+        if len(self._word_ends) >= self.first_words:
+            word_cut = self._word_ends[self.first_words - 1]
             cut = word_cut if cut is None else min(cut, word_cut)
         if cut is None:
             return None
-        chunk, self._pending = self._pending[:cut], self._pending[cut:]
+        chunk, self._pending = pending[:cut], pending[cut:]
+        self._word_ends = []
         return chunk
+
+    def _bounded(self, out: list[str]) -> list[str]:
+        """Cut pending text longer than ``max_chars`` at its last space before the limit."""
+        while len(self._pending) > self.max_chars:
+            head = self._pending[: self.max_chars]
+            space = max(head.rfind(" "), head.rfind("\n"))
+            cut = space + 1 if space > 0 else self.max_chars
+            out.append(self._pending[:cut])
+            self._pending = self._pending[cut:]
+            self._started = True
+            self._word_ends = []
+            self._scanned = 0
+        return out
 
     def flush(self) -> list[str]:
         """Return whatever is left as a last clause."""
         rest, self._pending = self._pending, ""
         self._started = True
+        self._scanned = 0
         return [rest] if rest.strip() else []
 
 
@@ -131,14 +171,16 @@ async def run_transcription(command: Transcribe, engines: Engines, emit: Emit) -
     request = _transcription_request(command, engines)
     try:
         final: TranscriptFinal | None = None
-        async for event in stt.transcribe(request):
-            if isinstance(event, TranscriptDelta):
-                await emit(be.TranscriptionDelta(command.item_id, event.text))
-            else:
-                final = event
+        async with closing(stt.transcribe(request)) as events:
+            async for event in events:
+                if isinstance(event, TranscriptDelta):
+                    await emit(be.TranscriptionDelta(command.item_id, valid_text(event.text)))
+                else:
+                    final = event
         if final is None:
             raise BackendError("the STT engine returned no final transcript")
-        await emit(be.TranscriptionCompleted(command.item_id, final.text, final.audio_seconds))
+        text = valid_text(final.text)
+        await emit(be.TranscriptionCompleted(command.item_id, text, final.audio_seconds))
     except BackendError as exc:
         await emit(be.TranscriptionFailed(command.item_id, exc.code, exc.message))
     except Exception as exc:  # an engine bug must not kill the session
@@ -166,6 +208,7 @@ async def run_known_transcription(command: Transcribe, text: str, emit: Emit) ->
 
 async def report_transcript(item_id: str, text: str, audio_seconds: float, emit: Emit) -> None:
     """A whole final transcript as events: one delta with the text (if any), then completed."""
+    text = valid_text(text)
     if text:
         await emit(be.TranscriptionDelta(item_id, text))
     await emit(be.TranscriptionCompleted(item_id, text, audio_seconds))
@@ -213,17 +256,18 @@ async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
                 if first:
                     first = False
                     await emit(be.ResponseFirstToken(rid))
-                match event:
+                match event:  # engine text made valid Unicode here, whatever the engine
                     case TextChunk():
                         if speak:
-                            await say(chunker.push(event.text))
+                            await say(chunker.push(valid_text(event.text)))
                         else:
-                            await emit(be.ResponseText(rid, event.text))
+                            await emit(be.ResponseText(rid, valid_text(event.text)))
                     case ToolCallStart():
                         await say(chunker.flush())
-                        await emit(be.ResponseToolCall(rid, event.index, event.name))
+                        await emit(be.ResponseToolCall(rid, event.index, valid_text(event.name)))
                     case ToolCallArguments():
-                        await emit(be.ResponseToolArguments(rid, event.index, event.delta))
+                        delta = valid_text(event.delta)
+                        await emit(be.ResponseToolArguments(rid, event.index, delta))
                     case GenerationDone():
                         done = event
         if done is None:
