@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 
 from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.audio.resample import StreamResampler, resample
@@ -573,6 +574,9 @@ def register_openai_http_routes(app: FastAPI) -> None:
                 response: Response = await handler(request, request.app.state.services.engines)
             except _Invalid as exc:
                 return _bad_request(exc)
+            except ClientDisconnect:  # the caller left mid-upload: nobody reads an answer
+                _log.info("%s: the client left before its request ended", request.url.path)
+                return Response(status_code=400)
             return response
 
         endpoint.__doc__ = handler.__doc__
