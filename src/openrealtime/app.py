@@ -15,22 +15,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from openrealtime.auth import (
-    AuthError,
-    Credential,
-    MissingCredential,
-    authenticate,
-    mint_client_secret,
-    token_from_authorization,
-)
+from openrealtime.auth import mint_client_secret, token_from_authorization
 from openrealtime.backends.base import Engines
 from openrealtime.config import Config
-from openrealtime.logging_setup import install_secret_redaction, redact, register_secrets
+from openrealtime.logging_setup import install_secret_redaction, register_secrets
 from openrealtime.protocol.codec import JsonInputError, loads
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.runtime.memory import tune_allocator
 from openrealtime.transports.openai_http import register_openai_http_routes
 from openrealtime.transports.origins import OriginGuard, OriginPolicy
+from openrealtime.transports.rest import http_auth_error, http_credential, openai_error
 from openrealtime.transports.webrtc import call_registry, register_webrtc_routes
 from openrealtime.transports.websocket import SessionRunner, register_websocket_routes
 from openrealtime.web import register_playground_routes
@@ -38,11 +32,6 @@ from openrealtime.web import register_playground_routes
 __all__ = ["Services", "create_app"]
 
 _log = logging.getLogger(__name__)
-
-_NO_KEY_MESSAGE = (
-    "You didn't provide an API key. You need to provide your API key in an Authorization "
-    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-)
 
 
 @dataclass(frozen=True)
@@ -73,67 +62,27 @@ _MINT_FORBIDDEN_MESSAGE = (
     "create client secrets. Create them from your backend with an API key."
 )
 
-_SECRET_ON_REST_MESSAGE = (
-    "Incorrect API key provided: {key}. Client secrets (ek_…) only open Realtime sessions; "
-    "use an API key for this endpoint."
-)
-
-
-def _openai_error(
-    status: int, message: str, code: str | None, type_: str, param: str | None = None
-) -> JSONResponse:
-    """An HTTP error in the OpenAI REST shape (spec §6.2 "REST errors")."""
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
-
-
-def _http_credential(config: Config, request: Request) -> Credential | JSONResponse:
-    """Authenticate a REST call (``Authorization: Bearer``); a 401 response when refused."""
-    try:
-        return authenticate(config, token_from_authorization(request.headers.get("authorization")))
-    except MissingCredential:
-        return _openai_error(401, _NO_KEY_MESSAGE, None, "invalid_request_error")
-    except AuthError as exc:
-        return _openai_error(401, exc.message, exc.code, "invalid_request_error")
-
-
-def _http_auth_error(config: Config, request: Request) -> JSONResponse | None:
-    """Check ``Authorization: Bearer`` on a REST call; ``None`` when it may proceed.
-
-    Only an API key opens these routes; a client secret is for Realtime sessions only.
-    """
-    if not config.auth_enabled:
-        return None
-    credential = _http_credential(config, request)
-    if isinstance(credential, JSONResponse):
-        return credential
-    if credential.kind != "api_key":
-        key = redact(token_from_authorization(request.headers.get("authorization")))
-        message = _SECRET_ON_REST_MESSAGE.format(key=key)
-        return _openai_error(401, message, "invalid_api_key", "invalid_request_error")
-    return None
-
 
 async def _create_client_secret(config: Config, request: Request) -> JSONResponse:
     """``POST /v1/realtime/client_secrets`` (spec §1.2): mint an ``ek_…`` secret."""
-    credential = _http_credential(config, request)
+    credential = http_credential(config, request)
     if isinstance(credential, JSONResponse):
         return credential
     if credential.kind == "client_secret":
-        return _openai_error(403, _MINT_FORBIDDEN_MESSAGE, None, "invalid_request_error")
+        return openai_error(403, _MINT_FORBIDDEN_MESSAGE)
     raw = await request.body()
     try:
         body = loads(raw) if raw.strip() else {}
     except JsonInputError as exc:
         message = f"{_BAD_JSON_MESSAGE} ({exc})"
-        return _openai_error(400, message, None, "invalid_request_error")
+        return openai_error(400, message)
     api_key = None
     if credential.kind == "api_key":
         api_key = token_from_authorization(request.headers.get("authorization"))
     try:
         secret = mint_client_secret(config, body, api_key=api_key)
     except ProtocolError as exc:
-        return _openai_error(400, exc.message, exc.code, exc.type, exc.param)
+        return openai_error(400, exc.message, exc.code, exc.type, exc.param)
     _log.info(
         "minted a client secret for a %s session, expires at %d",
         secret.session.get("type"),
@@ -223,7 +172,7 @@ def create_app(
     @app.get("/v1/models", response_model=None)
     async def list_models(request: Request) -> JSONResponse | dict[str, Any]:
         """List the model names a realtime session accepts (OpenAI ``GET /v1/models`` shape)."""
-        denied = _http_auth_error(config, request)
+        denied = http_auth_error(config, request)
         if denied is not None:
             return denied
         return {"object": "list", "data": [_model_object(name) for name in config.models]}
@@ -231,11 +180,11 @@ def create_app(
     @app.get("/v1/models/{model_id}", response_model=None)
     async def retrieve_model(request: Request, model_id: str) -> JSONResponse | dict[str, Any]:
         """Describe one listed model (OpenAI ``GET /v1/models/{model}`` shape)."""
-        denied = _http_auth_error(config, request)
+        denied = http_auth_error(config, request)
         if denied is not None:
             return denied
         if model_id not in config.models:
-            return _openai_error(
+            return openai_error(
                 404,
                 f"The model '{model_id}' does not exist or you do not have access to it.",
                 "model_not_found",

@@ -143,3 +143,25 @@ def server_error(detail: str = "") -> ProtocolError:
     """An unexpected fault inside the server; the session goes on."""
     msg = "The server had an error while processing your request. Sorry about that!"
     return ProtocolError(None, f"{msg} {detail}".strip(), type="server_error")
+
+
+def rest_error_body(
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, dict[str, str | None]]:
+    """The body of an HTTP error in the OpenAI REST shape (spec §6.2 "REST errors").
+
+    Every REST route and refusal (client secrets, calls, the served engine endpoints, origin
+    checks) answers with it, so clients' ``APIStatusError`` parsing always works.
+    """
+    return {
+        "error": {
+            "message": bounded(message, MAX_MESSAGE_CHARS),
+            "type": type,
+            "param": None if param is None else bounded(param, MAX_PARAM_CHARS),
+            "code": code,
+        }
+    }

@@ -49,6 +49,8 @@ from openrealtime.backends.base import (
 )
 from openrealtime.backends.errors import BackendError
 from openrealtime.protocol.codec import JsonInputError, loads
+from openrealtime.protocol.errors import rest_error_body
+from openrealtime.transports.rest import http_auth_error
 
 __all__ = ["register_openai_http_routes"]
 
@@ -74,7 +76,7 @@ class _Invalid(Exception):
 
 
 def _error_body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return rest_error_body(message, type=type_, param=param, code=code)
 
 
 def _bad_request(exc: _Invalid) -> JSONResponse:
@@ -563,11 +565,10 @@ def register_openai_http_routes(app: FastAPI) -> None:
     Call once from ``create_app``; the routes use ``app.state.config`` for auth and the
     engines on ``app.state.services``.
     """
-    from openrealtime.app import _http_auth_error  # app.py imports this module
 
     def route(handler: _Handler) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            denied = _http_auth_error(request.app.state.config, request)
+            denied = http_auth_error(request.app.state.config, request)
             if denied is not None:
                 return denied
             try:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from openrealtime.protocol.errors import rest_error_body
+
 if TYPE_CHECKING:
     from openrealtime.config import Config
 
@@ -205,16 +207,7 @@ class OriginGuard:
 
 async def _forbid(scope: Scope, receive: Receive, send: Send, code: str, message: str) -> None:
     """Answer 403 with an OpenAI error body; a WebSocket is refused before its 101."""
-    body = json.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": code,
-            }
-        }
-    ).encode()
+    body = json.dumps(rest_error_body(message, code=code)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 403, "headers": headers})

@@ -50,6 +50,7 @@ from openrealtime.protocol.codec import JsonInputError, loads
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.session_config import merge_update
 from openrealtime.transports.base import SessionRequest
+from openrealtime.transports.rest import NO_KEY_MESSAGE, openai_error
 from openrealtime.transports.webrtc_calls import (
     EVENTS_CHANNEL,
     Call,
@@ -86,11 +87,6 @@ CONNECT_TIMEOUT_S = 30.0
 
 MAX_OFFER_BYTES = 256 * 1024
 """Largest request body accepted (an offer is a few KiB; a session config a few more)."""
-
-_NO_KEY_MESSAGE = (
-    "You didn't provide an API key. You need to provide your API key in an Authorization "
-    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-)
 
 _ALLOWED_HEADERS = "Authorization, Content-Type, X-OpenAI-Agents-SDK, OpenAI-Beta, Accept"
 """What browsers send on ``POST /v1/realtime/calls`` (agents-js adds ``X-OpenAI-Agents-SDK``)."""
@@ -138,8 +134,7 @@ def _error(
     type_: str = "invalid_request_error",
 ) -> JSONResponse:
     """An OpenAI-shaped REST error (spec §6.2 "REST errors"), with the CORS headers."""
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=_cors(request))
+    return openai_error(status, message, code, type_, param, headers=_cors(request))
 
 
 def _authenticate(request: Request, config: Config) -> Credential | JSONResponse:
@@ -148,7 +143,7 @@ def _authenticate(request: Request, config: Config) -> Credential | JSONResponse
     try:
         return authenticate(config, token)
     except MissingCredential:
-        return _error(request, 401, _NO_KEY_MESSAGE)
+        return _error(request, 401, NO_KEY_MESSAGE)
     except AuthError as exc:
         return _error(request, 401, exc.message, exc.code)
 

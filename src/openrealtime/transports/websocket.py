@@ -35,6 +35,7 @@ from openrealtime.auth import (
     token_from_authorization,
 )
 from openrealtime.logging_setup import SessionLogger
+from openrealtime.protocol.errors import ErrorType, ProtocolError
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
 
 if TYPE_CHECKING:
@@ -117,20 +118,11 @@ def _error_event_json(
     message: str,
     *,
     param: str | None = None,
-    error_type: str = "invalid_request_error",
+    error_type: ErrorType = "invalid_request_error",
 ) -> str:
-    """One ``error`` server event (spec §6.1) as JSON; local until protocol/errors lands."""
-    event = {
-        "type": "error",
-        "event_id": new_event_id(),
-        "error": {
-            "type": error_type,
-            "code": code,
-            "message": message,
-            "param": param,
-            "event_id": None,
-        },
-    }
+    """One ``error`` server event (spec §6.1) as JSON, for a handshake refused after accept."""
+    error = ProtocolError(code, message, param=param, type=error_type)
+    event = {"type": "error", "event_id": new_event_id(), "error": error.payload()}
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
