@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from pathlib import Path
@@ -175,3 +176,30 @@ def test_sigterm_with_a_stalled_reader_exits_within_the_shutdown_bound(tmp_path:
             assert seconds < 3 + 3, f"SIGTERM took {seconds:.1f} s\n{server.log_text()[-2000:]}"
         finally:
             client.close()
+
+
+async def test_a_text_message_that_is_not_utf8_closes_1007_without_an_error_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serve() as base:
+        port = int(base.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        uri = f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime"
+        protocol = ClientProtocol(parse_uri(uri))
+        request = protocol.connect()
+        request.headers["Authorization"] = f"Bearer {KEY}"
+        protocol.send_request(request)
+        writer.write(b"".join(protocol.data_to_send()))
+        protocol.receive_data(await reader.readuntil(b"\r\n\r\n"))
+        for _ in range(20):
+            protocol.send_text(b"\xff\xfe not utf-8")  # sansio sends the bytes as they are
+        writer.write(b"".join(protocol.data_to_send()))
+        async with asyncio.timeout(5):
+            while not reader.at_eof():
+                protocol.receive_data(await reader.read(65536))
+        writer.close()
+        assert protocol.close_rcvd is not None and protocol.close_rcvd.code == 1007
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == [], [r.getMessage() for r in errors]
+        async with raw_session(base) as session:
+            await alive(session)
