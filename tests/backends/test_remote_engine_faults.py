@@ -43,6 +43,7 @@ from openrealtime.backends.tts_openai_compat import OpenAICompatibleTTS
 from openrealtime.backends.vad_energy import EnergyVad
 from openrealtime.config import Config
 from tests.conformance._error_helpers import KEY, Session, raw_session, serve
+from tests.helpers.polling import settled
 
 Writer = asyncio.StreamWriter
 Handler = Callable[[str, bytes, asyncio.StreamReader, Writer], Awaitable[None]]
@@ -156,15 +157,6 @@ async def answer_chat_ok(path: str, body: bytes, reader: Any, writer: Writer) ->
 async def answer_audio(path: str, body: bytes, reader: Any, writer: Writer) -> None:
     pcm = b"\x10\x00" * 24000  # one second at 24 kHz
     writer.write(head("audio/pcm", length=len(pcm)) + pcm)
-
-
-async def settled(check: Callable[[], bool], within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 async def collect(stream: AsyncIterator[Any]) -> list[Any]:

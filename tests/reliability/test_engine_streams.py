@@ -16,7 +16,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,6 +39,7 @@ from openrealtime.backends.vad_energy import EnergyVad
 from openrealtime.config import Config
 from openrealtime.runtime.pipeline import closing
 from tests.conformance._error_helpers import KEY, fake_engines, raw_session, serve
+from tests.helpers.polling import settled
 from tests.helpers.server import ws_url
 
 Engine = OpenAICompatibleSTT | OpenAICompatibleLLM | OpenAICompatibleTTS
@@ -74,16 +75,6 @@ def sockets_to(port: int) -> int:
         for c in psutil.Process().net_connections("tcp")
         if c.raddr and c.raddr.port == port and c.status != psutil.CONN_TIME_WAIT
     )
-
-
-async def settled(check: Callable[[], bool], within: float = 5.0) -> bool:
-    """Whether ``check()`` becomes true within ``within`` seconds (polled)."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 @asynccontextmanager

@@ -239,10 +239,9 @@ def sample_arguments(schema: dict[str, object]) -> object:
         props = props if isinstance(props, dict) else {}
         required = schema.get("required")
         names = required if isinstance(required, list) else list(props)
+        names = [name for name in names if isinstance(name, str)]  # a schema may be nonsense
         return {
-            str(name): sample_arguments(
-                props.get(name, {}) if isinstance(props.get(name), dict) else {}
-            )
+            name: sample_arguments(props[name] if isinstance(props.get(name), dict) else {})
             for name in names
         }
     if kind == "array":

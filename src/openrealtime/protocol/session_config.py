@@ -68,7 +68,7 @@ class InputTranscription(WireModel):
     model: str | None = None
     language: str | None = None
     prompt: str | None = None
-    delay: str | None = None
+    delay: Literal["minimal", "low", "medium", "high", "xhigh"] | None = None
     keywords: list[str] | None = None
     languages: list[str] | None = None
     _omit_if_none = frozenset({"delay", "keywords", "languages"})
@@ -189,12 +189,62 @@ class RetentionRatio(WireModel):
     token_limits: TokenLimits | None = None
 
 
+class CacheBreakpoint(WireModel):
+    """``prompt_cache_breakpoint`` of a prompt variable's content."""
+
+    mode: Literal["explicit"]
+    ttl: Literal["30m", "12h"] | None = None
+    _omit_if_none = frozenset({"ttl"})
+
+
+class _PromptContent(WireModel):
+    prompt_cache_breakpoint: CacheBreakpoint | None = None
+    _omit_if_none = frozenset({"prompt_cache_breakpoint"})
+
+
+class PromptText(_PromptContent):
+    """A prompt variable given as ``input_text``."""
+
+    type: Literal["input_text"]
+    text: Text
+
+
+class PromptImage(_PromptContent):
+    """A prompt variable given as ``input_image``."""
+
+    type: Literal["input_image"]
+    detail: Literal["low", "high", "auto", "original"]
+    file_id: str | None = None
+    image_url: Text | None = None
+    _omit_if_none = frozenset({"prompt_cache_breakpoint", "file_id", "image_url"})
+
+
+class PromptFile(_PromptContent):
+    """A prompt variable given as ``input_file``."""
+
+    type: Literal["input_file"]
+    detail: Literal["auto", "low", "high"] | None = None
+    file_data: Text | None = None
+    file_id: str | None = None
+    file_url: Text | None = None
+    filename: str | None = None
+    _omit_if_none = frozenset(
+        {"prompt_cache_breakpoint", "detail", "file_data", "file_id", "file_url", "filename"}
+    )
+
+
+PromptVariable = (
+    Text | Annotated[PromptText | PromptImage | PromptFile, Field(discriminator="type")]
+)
+"""A value for a prompt variable, as the SDK types it (``ResponsePrompt.Variables``)."""
+
+
 class PromptReference(WireModel):
     """A stored prompt reference; echoed only (stored prompts are an OpenAI-hosted feature)."""
 
     id: str
     version: str | None = None
-    variables: dict[str, Any] | None = None
+    variables: dict[str, PromptVariable] | None = None
 
 
 class Reasoning(WireModel):

@@ -241,8 +241,19 @@ def _tools(raw: Any) -> tuple[ToolSpec, ...]:
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise _Invalid(f"Missing 'tools[{i}].function.name'.", f"tools[{i}].function")
-        parameters = function.get("parameters") or {"type": "object", "properties": {}}
-        tools.append(ToolSpec(function["name"], str(function.get("description") or ""), parameters))
+        parameters = function.get("parameters")
+        if parameters is None:
+            parameters = {"type": "object", "properties": {}}
+        if not isinstance(parameters, dict):
+            where = f"tools[{i}].function.parameters"
+            raise _Invalid(
+                f"Invalid type for '{where}': expected an object.", where, "invalid_type"
+            )
+        description = function.get("description")
+        if description is not None and not isinstance(description, str):
+            where = f"tools[{i}].function.description"
+            raise _Invalid(f"Invalid type for '{where}': expected a string.", where, "invalid_type")
+        tools.append(ToolSpec(function["name"], description or "", parameters))
     return tuple(tools)
 
 
