@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +21,7 @@ from openrealtime.logging_setup import install_secret_redaction, register_secret
 from openrealtime.protocol.codec import JsonInputError, loads
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.runtime.memory import tune_allocator
+from openrealtime.services import Services
 from openrealtime.transports.openai_http import register_openai_http_routes
 from openrealtime.transports.origins import OriginGuard, OriginPolicy
 from openrealtime.transports.rest import http_auth_error, http_credential, openai_error
@@ -32,14 +32,6 @@ from openrealtime.web import register_playground_routes
 __all__ = ["Services", "create_app"]
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Services:
-    """What every session shares: the config and the loaded engines (``app.state.services``)."""
-
-    config: Config
-    engines: Engines
 
 
 async def _build_engines(config: Config) -> Engines:

@@ -153,7 +153,7 @@ async def test_llm_streams_text_with_usage(server_a: ServerA) -> None:
     assert "".join(c.text for c in chunks) == "You said: hello there"
     assert isinstance(done, GenerationDone)
     assert done.finish_reason == "stop" and done.output_tokens == 4 and done.input_tokens > 0
-    assert server_a.llm.requests[0].messages == request.messages
+    assert tuple(server_a.llm.requests[0].messages) == tuple(request.messages)
 
     limited = await collect(llm.generate(GenerationRequest(request.messages, max_output_tokens=2)))
     assert limited[-1] == GenerationDone("length", done.input_tokens, 2)
@@ -187,7 +187,7 @@ async def test_llm_forced_tool_call_and_tool_result(server_a: ServerA, choice: s
     assert "".join(e.text for e in events if isinstance(e, TextChunk)) == (
         'The tool returned {"sky": "clear"}'
     )
-    assert server_a.llm.requests[1].messages == follow_up
+    assert tuple(server_a.llm.requests[1].messages) == tuple(follow_up)
     await llm.aclose()
 
 

@@ -50,7 +50,7 @@ def test_a_pause_asks_for_the_answer_the_turn_would_get() -> None:
     (generate,) = sim.commands(speculation=True)
     assert isinstance(generate, Generate)
     expected = spec.template.messages + (ChatMessage("user", "What time is it"),)
-    assert replace(generate, response_id="") == replace(spec.template, messages=expected)
+    assert replace(generate, response_id="") == spec.template.with_messages(expected)
 
 
 def test_speech_coming_back_drops_the_speculation() -> None:

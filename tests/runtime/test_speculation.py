@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from openrealtime.backends.base import ChatMessage, Engines
+from openrealtime.backends.base import ChatMessage, Engines, GenerationRequest
 from openrealtime.backends.fake import (
     FakeLanguageModel,
     FakeSpeechToText,
@@ -23,14 +23,10 @@ from openrealtime.runtime.speculation import Speculation
 
 TEMPLATE = Generate(
     response_id="",
-    messages=(ChatMessage("system", "Be brief."),),
-    tools=(),
-    tool_choice="auto",
-    max_output_tokens=None,
+    request=GenerationRequest((ChatMessage("system", "Be brief."),), session_key="sess_1"),
     modality="audio",
     voice="alloy",
     speed=1.0,
-    session_key="sess_1",
 )
 
 
@@ -46,7 +42,7 @@ def engines(llm: FakeLanguageModel | None = None) -> Engines:
 def the_turn(text: str, **changes: object) -> Generate:
     """The Generate the core issues once the turn ended with ``text`` heard."""
     messages = (*TEMPLATE.messages, ChatMessage("user", text))
-    return replace(TEMPLATE, response_id="resp_9", messages=messages, **changes)  # type: ignore[arg-type]
+    return replace(TEMPLATE.with_messages(messages), response_id="resp_9", **changes)  # type: ignore[arg-type]
 
 
 async def heard(text: str | None) -> str | None:
@@ -86,9 +82,11 @@ async def test_any_difference_refuses_it() -> None:
     assert not spec.matches(the_turn("what time is it now"))
     assert not spec.matches(the_turn("what time is it", voice="echo"))
     assert not spec.matches(the_turn("what time is it", modality="text"))
-    assert not spec.matches(the_turn("what time is it", tool_choice="required"))
+    required = the_turn("what time is it")
+    required = replace(required, request=replace(required.request, tool_choice="required"))
+    assert not spec.matches(required)
     other = (ChatMessage("system", "Be long."), ChatMessage("user", "what time is it"))
-    assert not spec.matches(replace(the_turn("x"), messages=other))
+    assert not spec.matches(the_turn("x").with_messages(other))
     spec.cancel()
 
 

@@ -7,9 +7,45 @@ crosses these Protocols is PCM16 little-endian mono at the rate the engine decla
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
+
+from openrealtime.chat import (
+    ChatMessage,
+    ChatToolCall,
+    GenerationRequest,
+    ToolChoice,
+    ToolSpec,
+)
+
+__all__ = [
+    "ChatMessage",
+    "ChatToolCall",
+    "Engines",
+    "GenerationDone",
+    "GenerationEvent",
+    "GenerationRequest",
+    "LanguageModel",
+    "PeekableSpeechStream",
+    "SpeechStream",
+    "SpeechToText",
+    "StreamingSpeechToText",
+    "SynthesisRequest",
+    "TextChunk",
+    "TextToSpeech",
+    "ToolCallArguments",
+    "ToolCallStart",
+    "ToolChoice",
+    "ToolSpec",
+    "TranscriptDelta",
+    "TranscriptFinal",
+    "TranscriptionEvent",
+    "TranscriptionRequest",
+    "TurnDetector",
+    "VadStream",
+    "VoiceActivityDetector",
+]
 
 # --------------------------------------------------------------------------- VAD
 
@@ -146,50 +182,6 @@ class StreamingSpeechToText(SpeechToText, Protocol):
 
 
 # --------------------------------------------------------------------------- LLM
-
-
-@dataclass(frozen=True)
-class ChatToolCall:
-    """A function call the assistant made earlier in the conversation."""
-
-    call_id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    """One message of chat context, in the shape of ``/v1/chat/completions``."""
-
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str = ""
-    tool_calls: tuple[ChatToolCall, ...] = ()
-    tool_call_id: str | None = None
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """A function tool the model may call (spec §3.1 ``tools``)."""
-
-    name: str
-    description: str
-    parameters: dict[str, object]
-
-
-ToolChoice = Literal["auto", "none", "required"] | str
-"""``auto``/``none``/``required``, or the name of the one function the model must call."""
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """Everything the language model needs for one response."""
-
-    messages: Sequence[ChatMessage]
-    tools: Sequence[ToolSpec] = ()
-    tool_choice: ToolChoice = "auto"
-    max_output_tokens: int | None = None
-    session_key: str | None = None
-    """Stable per conversation; lets an engine keep its KV cache between turns."""
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ results back as :mod:`openrealtime.core.backend_events`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from openrealtime.backends.base import ChatMessage, ToolChoice, ToolSpec
+from openrealtime.chat import ChatMessage, GenerationRequest, ToolChoice, ToolSpec
 
 
 @dataclass(frozen=True)
@@ -60,17 +60,46 @@ class Transcribe:
 
 @dataclass(frozen=True)
 class Generate:
-    """Run the language model (and TTS for audio output) for one response."""
+    """Run the language model (and TTS for audio output) for one response.
+
+    ``request`` is what the engine gets as it is (the shared chat vocabulary); the rest says
+    what becomes of its answer.
+    """
 
     response_id: str
-    messages: tuple[ChatMessage, ...]
-    tools: tuple[ToolSpec, ...]
-    tool_choice: ToolChoice
-    max_output_tokens: int | None
+    request: GenerationRequest
     modality: Literal["audio", "text"]
     voice: str
     speed: float
-    session_key: str | None
+
+    @property
+    def messages(self) -> tuple[ChatMessage, ...]:
+        """The context: system instructions, then the conversation as chat messages."""
+        return self.request.messages
+
+    @property
+    def tools(self) -> tuple[ToolSpec, ...]:
+        """The tools the model may call."""
+        return self.request.tools
+
+    @property
+    def tool_choice(self) -> ToolChoice:
+        """``auto``, ``none``, ``required`` or a function name."""
+        return self.request.tool_choice
+
+    @property
+    def max_output_tokens(self) -> int | None:
+        """The output cap (``None``: the server's own cap, for ``"inf"``)."""
+        return self.request.max_output_tokens
+
+    @property
+    def session_key(self) -> str | None:
+        """The conversation's key for an engine's cache (``None`` for out-of-band responses)."""
+        return self.request.session_key
+
+    def with_messages(self, messages: tuple[ChatMessage, ...]) -> Generate:
+        """The same response with another context."""
+        return replace(self, request=replace(self.request, messages=messages))
 
 
 @dataclass(frozen=True)

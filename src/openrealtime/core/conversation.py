@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from openrealtime.backends.base import ChatMessage, ChatToolCall
+from openrealtime.chat import ChatMessage, ChatToolCall
 from openrealtime.core.input_buffer import BYTES_PER_MS
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.items import (

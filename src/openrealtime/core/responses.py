@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from openrealtime.backends.base import ChatMessage
+from openrealtime.chat import ChatMessage
 from openrealtime.core.commands import Generate
 from openrealtime.core.conversation import Entry
 from openrealtime.core.state import RESPONSE_TRANSITIONS, ResponseState, advance

@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, assert_never
 
 from openrealtime.audio.formats import InputDecoder, decode_clip, encode_clip
 from openrealtime.audio.pcm import SESSION_RATE
-from openrealtime.backends.base import ChatMessage, ToolChoice, ToolSpec
+from openrealtime.chat import ChatMessage, GenerationRequest, ToolChoice, ToolSpec
 from openrealtime.core import backend_events as be
 from openrealtime.core import semantic_turn as semantic
 from openrealtime.core.commands import (
@@ -932,16 +932,19 @@ class RealtimeSession:
             )
         max_tokens = params.max_output_tokens or config.max_output_tokens
         in_conversation = params.conversation != "none"
-        return Generate(
-            response_id=response_id,
+        request = GenerationRequest(
             messages=tuple(messages),
             tools=tuple(ToolSpec(t.name, t.description, t.parameters) for t in tools),
             tool_choice=choice,
             max_output_tokens=None if max_tokens == "inf" else max_tokens,
+            session_key=self.id if in_conversation and params.input is None else None,
+        )
+        return Generate(
+            response_id=response_id,
+            request=request,
             modality=modality,
             voice=voice,
             speed=config.audio.output.speed,
-            session_key=self.id if in_conversation and params.input is None else None,
         )
 
     def _response_context(self, params: ce.ResponseCreateParams) -> tuple[list[Entry], set[str]]:
@@ -977,7 +980,7 @@ class RealtimeSession:
                 body = self.conversation.chat_messages()
             else:
                 body = [m for e in entries if (m := entry_message(e)) is not None]
-            command = replace(command, messages=tuple(head + body))
+            command = command.with_messages(tuple(head + body))
             self._out.commands.append(command)
         run.pending_generate = None
         run.pending_context = None

@@ -17,7 +17,6 @@ from openrealtime.audio.resample import StreamResampler, resample
 from openrealtime.backends.base import (
     Engines,
     GenerationDone,
-    GenerationRequest,
     SynthesisRequest,
     TextChunk,
     ToolCallArguments,
@@ -233,13 +232,7 @@ async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
     :class:`~openrealtime.core.backend_events.ResponseFailed`, unless cancelled.
     """
     rid = command.response_id
-    request = GenerationRequest(
-        messages=command.messages,
-        tools=command.tools,
-        tool_choice=command.tool_choice,
-        max_output_tokens=command.max_output_tokens,
-        session_key=command.session_key,
-    )
+    request = command.request
     chunker = ClauseChunker()
     speak = command.modality == "audio"
 

@@ -115,7 +115,7 @@ class Speculation:
         if not text:
             return
         user = ChatMessage("user", text)
-        self.generate = replace(self._template, messages=(*self._template.messages, user))
+        self.generate = self._template.with_messages((*self._template.messages, user))
         await run_response(self.generate, self._engines, self._emit)
 
     async def _emit(self, event: be.BackendEvent) -> None:

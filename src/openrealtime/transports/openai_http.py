@@ -284,7 +284,7 @@ def _generation_request(body: Mapping[str, Any]) -> GenerationRequest:
     if limit is not None and limit < 1:
         raise _Invalid("'max_tokens' must be at least 1.", "max_tokens")
     return GenerationRequest(
-        messages=[_chat_message(m, i) for i, m in enumerate(messages)],
+        messages=tuple(_chat_message(m, i) for i, m in enumerate(messages)),
         tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice"), tools),
         max_output_tokens=limit,

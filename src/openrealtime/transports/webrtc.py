@@ -62,8 +62,8 @@ from openrealtime.transports.webrtc_calls import (
 from openrealtime.transports.webrtc_media import CallMedia, use_audio_jitter_buffer
 
 if TYPE_CHECKING:
-    from openrealtime.app import Services
     from openrealtime.config import Config
+    from openrealtime.services import Services
 
 __all__ = [
     "CALLS_PATH",

@@ -41,8 +41,8 @@ from openrealtime.transports.base import SessionRequest, Transport, TransportClo
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from openrealtime.app import Services
     from openrealtime.config import Config
+    from openrealtime.services import Services
 
 __all__ = [
     "BETA_SUBPROTOCOL",
