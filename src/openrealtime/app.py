@@ -6,6 +6,8 @@ per process and every session shares them through :class:`Services` on ``app.sta
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +22,7 @@ from openrealtime.config import Config
 from openrealtime.logging_setup import install_secret_redaction, register_secrets
 from openrealtime.protocol.codec import JsonInputError, loads
 from openrealtime.protocol.errors import ProtocolError
+from openrealtime.runtime.lifecycle import Lifecycle, watch_engines
 from openrealtime.runtime.memory import tune_allocator
 from openrealtime.services import Services
 from openrealtime.transports.openai_http import register_openai_http_routes
@@ -34,13 +37,35 @@ __all__ = ["Services", "create_app"]
 _log = logging.getLogger(__name__)
 
 
-async def _build_engines(config: Config) -> Engines:
-    """Build the configured engines through ``backends.registry`` (imports them lazily)."""
-    from openrealtime.backends.registry import build_engines, warm_up_engines
+async def _start_engines(
+    config: Config, lifecycle: Lifecycle
+) -> tuple[Engines, asyncio.Task[None]]:
+    """Build the configured engines, warm them up, and start watching them.
+
+    A warm-up that fails (a remote engine not up yet) does not stop the server: it starts
+    not ready, and :func:`~openrealtime.runtime.lifecycle.watch_engines` retries until the
+    engine answers (issue 9, item 5). Building still fails on a bad configuration.
+    """
+    from openrealtime.backends.registry import build_engines, probe_engines, warm_up_engines
 
     engines = build_engines(config)
-    await warm_up_engines(engines)
-    return engines
+    warmed = True
+    try:
+        await warm_up_engines(engines)
+    except Exception as exc:  # the engine may come up later; readiness says so meanwhile
+        warmed = False
+        lifecycle.problem("engines", f"warm-up failed ({str(exc)[:160] or type(exc).__name__})")
+    watch = asyncio.create_task(
+        watch_engines(
+            lifecycle,
+            warm_up=functools.partial(warm_up_engines, engines),
+            probe=functools.partial(probe_engines, engines),
+            warmed=warmed,
+            interval=config.engine_probe_seconds,
+        ),
+        name="engine-watch",
+    )
+    return engines, watch
 
 
 _BAD_JSON_MESSAGE = (
@@ -113,8 +138,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loaded = engines if engines is not None else await _build_engines(config)
-        app.state.services = Services(config=config, engines=loaded)
+        lifecycle = Lifecycle()
+        watch: asyncio.Task[None] | None = None
+        if engines is not None:
+            loaded = engines
+        else:
+            loaded, watch = await _start_engines(config, lifecycle)
+        app.state.services = Services(config=config, engines=loaded, lifecycle=lifecycle)
         _log.info(
             "engines ready: vad=%s stt=%s llm=%s tts=%s turn=%s",
             loaded.vad.name,
@@ -126,6 +156,9 @@ def create_app(
         try:
             yield
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             await call_registry(app).close_all()  # WebRTC calls are not HTTP connections
             del app.state.services
             if engines is None:  # engines we built are ours to close
@@ -160,6 +193,23 @@ def create_app(
     async def healthz() -> dict[str, str]:
         """Liveness probe: the process serves HTTP."""
         return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False, response_model=None)
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness probe: 503 while draining or while an engine is unreachable.
+
+        The reasons (which engine, why) are shown when authentication is off or to a caller
+        with an API key; a load balancer needs only the status.
+        """
+        services: Services | None = getattr(request.app.state, "services", None)
+        if services is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        ready, reasons = services.lifecycle.readiness()
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+        if reasons and http_auth_error(config, request) is None:
+            body["reasons"] = reasons
+        body["sessions"] = services.lifecycle.sessions
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/v1/models", response_model=None)
     async def list_models(request: Request) -> JSONResponse | dict[str, Any]:

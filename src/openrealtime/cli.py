@@ -86,6 +86,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _workers(text: str) -> int:
+    """``--workers``: a number of processes, or ``auto`` (0: one per core)."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("needs at least 1 worker")
+    return value
+
+
 def _env(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
@@ -327,6 +340,27 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         f"(env {_env('handshake_timeout')}; default {d.handshake_timeout})",
     )
     p.add_argument(
+        "--workers",
+        metavar="N",
+        type=_workers,
+        help="worker processes sharing the port, or 'auto' for one per core "
+        f"(env {_env('workers')}; default {d.workers}); more than one needs --redis-url for "
+        "WebRTC calls",
+    )
+    p.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="Redis shared by workers and instances (redis://host:6379/0): who owns each call "
+        f"(env {_env('redis_url')})",
+    )
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, how long open sessions may go on before they are ended "
+        f"(env {_env('drain_seconds')}; default {d.drain_seconds})",
+    )
+    p.add_argument(
         "--shutdown-timeout",
         type=float,
         metavar="SECONDS",
@@ -394,6 +428,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             allowed_hosts=args.allowed_hosts,
             handshake_timeout=args.handshake_timeout,
             shutdown_timeout=args.shutdown_timeout,
+            drain_seconds=args.drain_seconds,
+            workers=args.workers,
+            redis_url=args.redis_url,
             max_conversation_text_bytes=args.max_conversation_text_bytes,
             max_conversation_audio_seconds=args.max_conversation_audio_seconds,
             **{
@@ -443,10 +480,12 @@ def _run_server(config: Config) -> int:
     import uvicorn
 
     from openrealtime.app import create_app
+    from openrealtime.serving import Server
 
     app = create_app(config)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, **uvicorn_settings(config))
+    server = Server(
+        uvicorn.Config(app, host=config.host, port=config.port, **uvicorn_settings(config)),
+        drain_seconds=config.drain_seconds,
     )
     server.run()
     return 0 if server.started else 1

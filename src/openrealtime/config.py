@@ -180,6 +180,9 @@ class Config:
     ``engine_timeout``. Keep-alives (SSE comments, blank lines, whitespace) are not content, so
     a server that sends only those cannot hold a response or a transcription open forever."""
 
+    engine_probe_seconds: float = 5.0
+    """How often the readiness check asks each remote engine's server whether it answers."""
+
     max_output_tokens: int = 4096
     """Server-side cap on the tokens of one answer: applied when a response asks for ``"inf"``
     (the default) and to ``/v1/chat/completions`` requests without ``max_tokens``. An answer
@@ -220,6 +223,10 @@ class Config:
     """Seconds a WebSocket whose close frame was sent (or whose session ended) may keep unsent
     data queued for a peer that does not read; then the connection is aborted."""
 
+    drain_seconds: float = 20.0
+    """On SIGTERM, how long open sessions and calls may go on (readiness fails at once and new
+    ones are refused) before each is ended with a ``server_shutting_down`` error and a close."""
+
     shutdown_timeout: float = 10.0
     """Seconds a stopping server (SIGTERM, Ctrl-C) waits for sessions to end after telling them
     to close (1012) before it cancels what is left and exits."""
@@ -247,6 +254,15 @@ class Config:
     """Most audio one conversation keeps (user and assistant, 10 minutes = 28.8 MB at 24 kHz
     PCM16). Past it, the oldest items' audio is dropped (their transcripts stay in the
     context); a single item with more audio than this is refused."""
+
+    workers: int = 1
+    """Worker processes sharing the listening port; 0 means one per CPU core (``--workers
+    auto``). Env: ``OPENREALTIME_WORKERS`` (a number or ``auto``)."""
+
+    redis_url: str | None = None
+    """Redis that workers and instances share (``redis://host:6379/0``): which process owns each
+    WebRTC call, so a sideband or hangup reaching another one gets there. Needed with more than
+    one worker or instance; a single process needs none."""
 
     models: tuple[str, ...] = DEFAULT_MODELS
     """Model names ``/v1/models`` lists. Env: comma-separated ``OPENREALTIME_MODELS``."""
@@ -286,16 +302,20 @@ class Config:
             "outbound_stall_seconds": self.outbound_stall_seconds,
             "llm_threads": self.llm_threads,
             "engine_idle_timeout": self.engine_idle_timeout,
+            "engine_probe_seconds": self.engine_probe_seconds,
             "max_output_tokens": self.max_output_tokens,
             "handshake_timeout": self.handshake_timeout,
             "close_timeout": self.close_timeout,
             "shutdown_timeout": self.shutdown_timeout,
+            "drain_seconds": self.drain_seconds,
             "max_conversation_text_bytes": self.max_conversation_text_bytes,
             "max_conversation_audio_seconds": self.max_conversation_audio_seconds,
         }
         for name, number in positive.items():
             if number <= 0:
                 raise ValueError(f"{name} must be positive; got {number}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be a positive number or auto; got {self.workers}")
         if not self.models:
             raise ValueError("models must list at least one model name")
         if self.engine_timeout <= 0:
@@ -309,6 +329,11 @@ class Config:
             raise ValueError("stt faster-whisper needs stt_model_path (a model directory)")
         if self.llm == "openai-compatible" and not self.llm_model:
             raise ValueError("llm openai-compatible needs llm_model (the server's model name)")
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes ``workers`` asks for (``auto``: one per core)."""
+        return self.workers or os.cpu_count() or 1
 
     @property
     def auth_enabled(self) -> bool:
@@ -383,6 +408,8 @@ def _parse(var: str, raw: str, f: dataclasses.Field[Any]) -> Any:
     kind = str(f.type)
     text = raw.strip()
     try:
+        if f.name == "workers" and text.lower() == "auto":
+            return 0
         if kind == "int":
             return int(text)
         if kind == "float":

@@ -6,10 +6,11 @@ transports read it from there. It lives below both, so the transports never impo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from openrealtime.backends.base import Engines
 from openrealtime.config import Config
+from openrealtime.runtime.lifecycle import Lifecycle
 
 __all__ = ["Services"]
 
@@ -20,3 +21,5 @@ class Services:
 
     config: Config
     engines: Engines
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    """Readiness, draining and the live sessions of this process."""

@@ -77,7 +77,11 @@ class CliServer:
 
 @contextlib.contextmanager
 def cli_server(
-    *args: str, env: dict[str, str] | None = None, log_dir: Path, startup_s: float = 30.0
+    *args: str,
+    env: dict[str, str] | None = None,
+    log_dir: Path,
+    startup_s: float = 30.0,
+    port: int | None = None,
 ) -> Iterator[CliServer]:
     """Start ``python -m openrealtime serve --port P *args``; kill it on exit.
 
@@ -86,8 +90,9 @@ def cli_server(
         env: extra environment variables (``OPENREALTIME_*`` settings).
         log_dir: where its stderr goes (``serve.log``).
         startup_s: how long ``/healthz`` may take to answer.
+        port: the port to listen on (default: a free one).
     """
-    port = free_port()
+    port = port or free_port()
     log = log_dir / f"serve-{port}.log"
     environment = {**os.environ, **(env or {})}
     with log.open("wb") as sink:

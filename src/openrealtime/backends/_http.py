@@ -162,6 +162,19 @@ class OpenAICompatClient:
             client, self._client = self._client, None
             await client.aclose()
 
+    async def probe(self, *, wait_s: float = 3.0) -> None:
+        """Check that the server answers (``GET models``); any status below 500 will do.
+
+        Raises:
+            BackendError: refused, timed out, or a 5xx (the readiness check reports it).
+        """
+        try:
+            response = await self._http().get("models", timeout=wait_s)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code >= 500:
+            raise self.error(f"HTTP {response.status_code} to GET models", "engine_unavailable")
+
     @asynccontextmanager
     async def stream(
         self,

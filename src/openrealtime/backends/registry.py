@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from openrealtime.backends._http import OpenAICompatClient
 from openrealtime.backends.base import (
     ChatMessage,
     Engines,
@@ -19,6 +20,7 @@ from openrealtime.backends.base import (
     TurnDetector,
     VoiceActivityDetector,
 )
+from openrealtime.backends.errors import BackendError
 from openrealtime.config import LLM_CHOICES as LLM_ENGINES
 from openrealtime.config import STT_CHOICES as STT_ENGINES
 from openrealtime.config import TTS_CHOICES as TTS_ENGINES
@@ -188,6 +190,28 @@ async def warm_up_engines(engines: Engines) -> None:
 
     if engines.llm.name != "fake":
         await asyncio.gather(*(prime(i) for i in range(instances)))
+
+
+async def probe_engines(engines: Engines) -> dict[str, str | None]:
+    """Ask each remote engine whether its server answers; ``{label: problem or None}``.
+
+    Engines in this process have nothing to probe and are left out. Used by the readiness
+    check (``runtime/lifecycle.py``), every few seconds.
+    """
+    remote: dict[str, object] = {"STT": engines.stt, "LLM": engines.llm, "TTS": engines.tts}
+    results: dict[str, str | None] = {}
+    for label, engine in remote.items():
+        http = getattr(engine, "http", None)
+        if not isinstance(http, OpenAICompatClient):
+            continue
+        key = f"{label} engine at {http.server}"
+        try:
+            await http.probe()
+        except BackendError as exc:
+            results[key] = exc.code
+        else:
+            results[key] = None
+    return results
 
 
 async def close_engines(engines: Engines) -> None:

@@ -1045,16 +1045,36 @@ class RealtimeSession:
         run = self._active(event.response_id)
         if run is None:
             return
-        self._close_output(run, "incomplete")
-        run.move("fail")
-        error = {"type": "server_error", "code": event.code, "message": event.message}
-        run.status_details = {"type": "failed", "error": error}
-        run.usage = run.usage or Usage()
-        self._finish_response(run)
+        self._fail(run, event.code, event.message)
         self._emit(
             se.Error,
             error=ProtocolError(event.code, event.message, type="server_error").payload(),
         )
+
+    def _fail(self, run: ResponseRun, code: str, message: str) -> None:
+        """End ``run`` with ``response.done`` status ``failed`` carrying ``code``."""
+        self._close_output(run, "incomplete")
+        run.move("fail")
+        error = {"type": "server_error", "code": code, "message": message}
+        run.status_details = {"type": "failed", "error": error}
+        run.usage = run.usage or Usage()
+        self._finish_response(run)
+
+    def shut_down(self, message: str) -> None:
+        """End the session because the server is stopping (``Lifecycle.drain``).
+
+        Every response in flight gets its ``response.done`` (``failed``,
+        ``server_shutting_down``), then one ``error`` says why, then close 1001.
+        """
+        if self.state is SessionState.CLOSED:
+            return
+        self._auto_response_pending = False
+        for run in [r for r in self._responses.values() if r.active]:
+            self._out.commands.append(CancelResponse(run.id))
+            self._fail(run, "server_shutting_down", message)
+        error = ProtocolError("server_shutting_down", message, type="server_error")
+        self._emit(se.Error, error=error.payload())
+        self._close(1001, "server shutting down")
 
     def _cancel_event(self, event: ce.ResponseCancel) -> None:
         run_id = event.response_id or self._default_response

@@ -45,6 +45,7 @@ from openrealtime.protocol.client_events import CLIENT_EVENT_MODELS, WEBSOCKET_E
 from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.server_events import ResponseOutputAudioDelta, ResponseOutputTextDelta
+from openrealtime.runtime.lifecycle import Lifecycle
 from openrealtime.runtime.listener import Listener
 from openrealtime.runtime.memory import release_memory
 from openrealtime.runtime.outbox import Frame, Outbox
@@ -101,6 +102,13 @@ class _Disconnected:
 
 
 @dataclass(frozen=True)
+class _ShutDown:
+    """The server is stopping (``Lifecycle.drain``): end the session now."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class _Audio:
     """Input audio that arrived outside events (WebRTC track), PCM16 24 kHz."""
 
@@ -114,7 +122,7 @@ class _Backend:
     event: be.BackendEvent
 
 
-_Inbox = _Frame | _Disconnected | _Audio | _Backend | be.BackendEvent
+_Inbox = _Frame | _Disconnected | _ShutDown | _Audio | _Backend | be.BackendEvent
 
 
 class _Stalled(Exception):
@@ -183,6 +191,7 @@ class SessionDriver:
         """Checked once: a Protocol isinstance check costs too much per audio chunk."""
         self._close: CloseSession | None = None
         self._received_bytes = 0
+        self._lifecycle: Lifecycle | None = getattr(services, "lifecycle", None)
         self.latencies: list[TurnLatency] = []
         """Latency of each answered turn, in order (also logged at info level)."""
 
@@ -193,6 +202,8 @@ class SessionDriver:
         if self._media is not None:
             readers.append(asyncio.create_task(self._read_audio(self._media)))
         writer = asyncio.create_task(self._write())
+        if self._lifecycle is not None:
+            self._lifecycle.add(self)
         try:
             await self._flush()
             while self._close is None:
@@ -210,6 +221,8 @@ class SessionDriver:
                 elif isinstance(item, _Backend):
                     self._backend_room.release()
                     self.session.receive_backend_event(item.event)
+                elif isinstance(item, _ShutDown):
+                    self.session.shut_down(item.message)
                 elif item is not None:
                     self.session.receive_backend_event(item)
                 await self._flush()
@@ -246,7 +259,13 @@ class SessionDriver:
                 await self.transport.close(self._close.code, self._close.reason)
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
+            if self._lifecycle is not None:
+                self._lifecycle.discard(self)
             self.log.info("session ended")
+
+    def shut_down(self, message: str) -> None:
+        """End the session now (server shutdown): responses done, an error, close 1001."""
+        self._inbox.put_nowait(_ShutDown(message))
 
     # ---------------------------------------------------------------- input
 

@@ -49,6 +49,7 @@ from openrealtime.core.ids import RandomIds
 from openrealtime.protocol.codec import JsonInputError, loads
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.session_config import merge_update
+from openrealtime.runtime.lifecycle import SHUTDOWN_MESSAGE
 from openrealtime.transports.base import SessionRequest
 from openrealtime.transports.rest import NO_KEY_MESSAGE, openai_error
 from openrealtime.transports.webrtc_calls import (
@@ -268,6 +269,8 @@ async def create_call(request: Request) -> Response:
     credential = _authenticate(request, config)
     if isinstance(credential, JSONResponse):
         return credential
+    if not services.lifecycle.accepting:  # draining (issue 9): no new calls
+        return _error(request, 503, SHUTDOWN_MESSAGE, "server_shutting_down", type_="server_error")
     try:
         offer, session = await _read_offer(request)
         defaults, model = _session_defaults(

@@ -36,6 +36,7 @@ from openrealtime.auth import (
 )
 from openrealtime.logging_setup import SessionLogger
 from openrealtime.protocol.errors import ErrorType, ProtocolError
+from openrealtime.runtime.lifecycle import SHUTDOWN_MESSAGE
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ __all__ = [
     "CLOSE_INTERNAL",
     "CLOSE_POLICY",
     "CLOSE_REQUEST",
+    "CLOSE_TRY_AGAIN",
     "KEY_SUBPROTOCOL_PREFIX",
     "REALTIME_PATH",
     "REALTIME_SUBPROTOCOL",
@@ -87,6 +89,10 @@ CLOSE_POLICY = 1008
 
 CLOSE_INTERNAL = 1011
 """Close code when the server itself failed."""
+
+CLOSE_TRY_AGAIN = 1013
+"""Close code for a session refused because the server is shutting down (RFC 6455 "try again
+later")."""
 
 _MAX_REASON_BYTES = 123
 """RFC 6455 §5.5: a close frame's reason fits in 123 bytes."""
@@ -503,6 +509,15 @@ async def realtime_websocket_endpoint(websocket: WebSocket) -> None:
 
     if result.call_id is not None:
         await _serve_sideband(websocket, transport, result.call_id)
+        return
+    if not services.lifecycle.accepting:  # draining (issue 9): no new sessions
+        _log.info("refused %s: the server is shutting down", _client(websocket))
+        await _reject(
+            transport,
+            _error_event_json("server_shutting_down", SHUTDOWN_MESSAGE, error_type="server_error"),
+            CLOSE_TRY_AGAIN,
+            "server shutting down",
+        )
         return
     log = SessionLogger(_log, result.session_label)
     log.info("%s session for %s, model %r", result.kind, _client(websocket), result.model)
