@@ -373,3 +373,78 @@ async def append_in_real_time(
         await conn.send({"type": "input_audio_buffer.append", "audio": chunk})
         if k == mark_chunk and marks is not None:
             marks.append(time.monotonic())
+
+
+def read_pss_bytes(pid: int) -> int:
+    """Proportional set size of ``pid`` (``/proc/PID/smaps_rollup``; shared pages split among
+    the processes that map them, so a parent and its workers add up without double counting);
+    its RSS where the kernel has no rollup."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return read_rss_bytes(pid)
+
+
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes summed over ``pid`` and every live descendant (worker processes)."""
+    rss = pss = 0
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            rss += read_rss_bytes(p)
+            pss += read_pss_bytes(p)
+    return rss, pss
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of ``pid`` and its descendants, summed by thread name
+    (``/proc/PID/task/TID/comm``: the main thread carries the process's name, ``vad_0`` is the
+    VAD worker)."""
+    out: dict[str, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    name = "main" if task.name == str(p) else (task / "comm").read_text().strip()
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+@contextlib.contextmanager
+def redis_server(startup_timeout: float = 10.0) -> Iterator[str | None]:
+    """A private ``redis-server`` on a free loopback port (nothing on disk); yields its URL.
+
+    ``openrealtime serve --workers N`` (N > 1) needs ``--redis-url``. Yields ``None`` when
+    redis-server is not installed.
+    """
+    exe = shutil.which("redis-server")
+    if exe is None:
+        yield None
+        return
+    port = free_port()
+    process = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            with contextlib.suppress(OSError):
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

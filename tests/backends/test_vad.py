@@ -226,3 +226,40 @@ def test_silero_from_cache_and_errors(tmp_path: Path, silero: SileroVad) -> None
 
     with pytest.raises(ModelFileError, match="bad.onnx"):
         SileroVad(bad)
+
+
+def test_silero_split_framing_and_scoring_equals_feed(silero: SileroVad, speech: Clip) -> None:
+    """take_inputs (the event loop's side) + infer_inputs (the worker's) == feed, bit for bit."""
+    single = silero.open_stream()
+    expected = [p for chunk in speech.chunks() for p in single.feed(chunk)]
+    split = silero.open_stream()
+    got: list[float] = []
+    for chunk in speech.chunks():
+        split.push(chunk)
+        for row in split.take_inputs():  # one frame per model call for a stream, in order
+            got.extend(silero.infer_inputs([split], row[np.newaxis, :]))
+    assert split.take_inputs() == []
+    assert len(got) == len(expected) > 100
+    assert got == expected
+
+
+def test_silero_states_survive_growth_and_freed_slots_start_from_zero(
+    silero: SileroVad, speech: Clip
+) -> None:
+    """Streams keep their state while the shared state array grows; a new stream on a freed
+    column scores exactly as a fresh one."""
+    chunks = speech.chunks()
+    fresh = silero.open_stream()
+    reference = [p for chunk in chunks[:60] for p in fresh.feed(chunk)]
+    early = silero.open_stream()
+    first_half = [p for chunk in chunks[:30] for p in early.feed(chunk)]
+    columns = silero._states.shape[1]
+    crowd: list[SileroVadStream] = []
+    while silero._states.shape[1] == columns:  # until the state array has grown
+        crowd.append(silero.open_stream())
+        crowd[-1].feed(chunks[40])
+    second_half = [p for chunk in chunks[30:60] for p in early.feed(chunk)]
+    assert first_half + second_half == reference
+    del crowd  # their columns go back to the free list ...
+    reused = silero.open_stream()  # ... and one of them is zeroed for a new stream
+    assert [p for chunk in chunks[:60] for p in reused.feed(chunk)] == reference

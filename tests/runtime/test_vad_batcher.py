@@ -57,3 +57,42 @@ async def test_batched_probabilities_equal_inline_ones() -> None:
 
 def test_models_without_batching_are_scored_inline() -> None:
     assert batcher_for(EnergyVad()) is None
+
+
+async def test_many_sessions_with_uneven_chunks_get_exactly_their_inline_results() -> None:
+    """Dozens of streams, some handing over two frames at once: rounds of several depths, each
+    session's probabilities in order and equal to scoring it alone."""
+    vad = SileroVad.from_cache()
+    batcher = batcher_for(vad)
+    assert batcher is not None
+    audio = [_audio(i % 7, seconds=1.0) for i in range(40)]
+    step = 480 * 2
+    sizes = [step * (1 + i % 3) for i in range(len(audio))]  # 20, 40 or 60 ms chunks
+    chunks = [
+        [a[j : j + n] for j in range(0, len(a), n)] for a, n in zip(audio, sizes, strict=True)
+    ]
+    expected: list[list[float]] = []
+    for cs in chunks:
+        stream = vad.open_stream()
+        expected.append([p for c in cs for p in stream.feed(c)])
+    got: list[list[float]] = [[] for _ in audio]
+    total = sum(map(len, expected))
+    all_in = asyncio.Event()
+
+    def sink(i: int) -> Callable[[list[float]], None]:
+        def deliver(probs: list[float]) -> None:
+            got[i].extend(probs)
+            if sum(map(len, got)) >= total:
+                all_in.set()
+
+        return deliver
+
+    streams = [vad.open_stream() for _ in audio]
+    for n in range(max(map(len, chunks))):
+        for i, cs in enumerate(chunks):
+            if n < len(cs):
+                batcher.submit(streams[i], cs[n], sink(i))
+        await asyncio.sleep(0)
+    async with asyncio.timeout(20):
+        await all_in.wait()
+    assert got == expected

@@ -17,6 +17,8 @@ i-th 768-sample window of session audio; probabilities simply arrive up to ~one 
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,10 +36,12 @@ FRAME = 512
 """Samples per model frame at 16 kHz (32 ms)."""
 CONTEXT = 64
 """Samples of the previous frame prepended to each frame."""
-STATE_SHAPE = (2, 1, 128)
-"""The recurrent state of one stream."""
+STATE_WIDTH = 128
+"""The recurrent state of one stream: ``[2, 1, 128]`` float32."""
 SESSION_FRAME = FRAME * SESSION_RATE // MODEL_RATE
 """Session samples (24 kHz) covered by one probability: 768 (32 ms)."""
+INPUT = CONTEXT + FRAME
+"""Samples in one row of the model input: 576."""
 
 _F32 = npt.NDArray[np.float32]
 
@@ -67,6 +71,11 @@ class SileroVad:
             raise ModelFileError(f"cannot load Silero VAD model {path}: {exc}") from exc
         self.model_path = path
         self._sr = np.array(MODEL_RATE, dtype=np.int64)
+        self._states: _F32 = np.zeros((2, 0, STATE_WIDTH), dtype=np.float32)
+        """Every stream's recurrent state, one column per stream (its slot): a batch gathers
+        and scatters its columns in two numpy calls instead of one copy per stream."""
+        self._free: list[int] = []
+        self._states_lock = threading.Lock()
 
     @classmethod
     def from_cache(
@@ -94,6 +103,24 @@ class SileroVad:
             A new stream with zeroed state.
         """
         return SileroVadStream(self)
+
+    def _new_slot(self) -> int:
+        """A zeroed column of the state array for a new stream (grows it when full)."""
+        with self._states_lock:
+            if not self._free:
+                old = self._states
+                size = max(16, 2 * old.shape[1])
+                self._states = np.zeros((2, size, STATE_WIDTH), dtype=np.float32)
+                self._states[:, : old.shape[1]] = old
+                self._free = list(range(size - 1, old.shape[1] - 1, -1))
+            slot = self._free.pop()
+            self._states[:, slot] = 0.0
+            return slot
+
+    def _free_slot(self, slot: int) -> None:
+        """Give a dead stream's column back (the stream can no longer be in a batch)."""
+        with self._states_lock:
+            self._free.append(slot)
 
     def run_batch(self, inputs: _F32, state: _F32) -> tuple[_F32, _F32]:
         """Run the model once over ``B`` frames; the raw call every other method goes through.
@@ -136,19 +163,44 @@ class SileroVad:
                 raise ValueError("stream was opened from another SileroVad")
             if stream.frames_ready < 1:
                 raise ValueError("infer_batch() needs a ready frame in every stream")
-        inputs = np.stack([stream._next_input() for stream in streams])
-        state = np.concatenate([stream._state for stream in streams], axis=1)
+        inputs = np.stack([stream._pending[:INPUT] for stream in streams])
+        probs = self.infer_inputs(streams, inputs)
+        for stream in streams:
+            stream._pending = stream._pending[FRAME:]
+        return probs
+
+    def infer_inputs(self, streams: Sequence[SileroVadStream], inputs: _F32) -> list[float]:
+        """Score one frame of each stream from its model input, advancing its recurrent state.
+
+        The split form of :meth:`infer_batch` for a runtime that frames audio on one thread
+        (:meth:`SileroVadStream.take_inputs`) and runs the model on another: this touches only
+        the streams' model state, never their audio. Call with each stream's inputs in order.
+
+        Args:
+            streams: distinct streams opened from this detector.
+            inputs: ``[len(streams), 576]`` float32, row ``i`` the next input of ``streams[i]``.
+
+        Returns:
+            One probability per stream, in order.
+        """
+        slots = [stream._slot for stream in streams]
+        with self._states_lock:
+            state = self._states[:, slots]
         probs, new_state = self.run_batch(inputs, state)
-        for i, stream in enumerate(streams):
-            stream._advance(inputs[i], new_state[:, i : i + 1, :])
-        return [float(p) for p in probs]
+        with self._states_lock:
+            self._states[:, slots] = new_state
+        for stream in streams:
+            stream.frames_done += 1
+        return probs.tolist()  # type: ignore[no-any-return]
 
 
 class SileroVadStream:
     """One session's Silero state (implements ``VadStream``).
 
     Feed 24 kHz session audio with :meth:`feed` and get one probability per 768-sample window, or
-    split the work for batching: :meth:`push` audio, then :meth:`SileroVad.infer_batch`.
+    split the work for batching: :meth:`push` audio, then :meth:`SileroVad.infer_batch`; or
+    frame on one thread (:meth:`push`, :meth:`take_inputs`) and score on another
+    (:meth:`SileroVad.infer_inputs`).
     """
 
     frame_samples = SESSION_FRAME
@@ -156,9 +208,12 @@ class SileroVadStream:
     def __init__(self, vad: SileroVad) -> None:
         self._vad = vad
         self._resampler = StreamResampler(SESSION_RATE, MODEL_RATE)
-        self._pending: _F32 = np.zeros(0, dtype=np.float32)
-        self._context: _F32 = np.zeros(CONTEXT, dtype=np.float32)
-        self._state: _F32 = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self._pending: _F32 = np.zeros(CONTEXT, dtype=np.float32)
+        """The previous frame's last 64 samples (the next frame's context), then the 16 kHz
+        audio not yet framed: row ``k`` of the model input is ``_pending[512 k : 512 k + 576]``."""
+        self._slot = vad._new_slot()
+        """This stream's column of the model's state array, freed when the stream is gone."""
+        weakref.finalize(self, vad._free_slot, self._slot)
         self._closed = False
         self.frames_done = 0
         """Frames scored so far; the next probability covers window ``frames_done``."""
@@ -166,7 +221,7 @@ class SileroVadStream:
     @property
     def frames_ready(self) -> int:
         """How many complete 16 kHz frames are waiting to be scored."""
-        return len(self._pending) // FRAME
+        return (len(self._pending) - CONTEXT) // FRAME
 
     def push(self, pcm16_24k: bytes) -> int:
         """Buffer session audio without running the model; call before :meth:`infer_batch`.
@@ -181,8 +236,25 @@ class SileroVadStream:
             raise RuntimeError("SileroVadStream used after close()")
         resampled = self._resampler.process_float(pcm16_24k)
         if len(resampled):
-            self._pending = np.concatenate([self._pending, resampled])
-        return self.frames_ready
+            self._pending = np.concatenate((self._pending, resampled))
+        return (len(self._pending) - CONTEXT) // FRAME
+
+    def take_inputs(self) -> list[_F32]:
+        """Remove every ready frame and return its model input (64 context samples + frame).
+
+        Call on the thread that calls :meth:`push`; hand the rows, in order, to
+        :meth:`SileroVad.infer_inputs` (one row per call for this stream). The rows are views
+        of the stream's buffer, which it never writes into again (it only appends to copies).
+
+        Returns:
+            One 576-sample float32 row per ready frame (possibly none).
+        """
+        pending = self._pending
+        n = (len(pending) - CONTEXT) // FRAME
+        if n <= 0:
+            return []
+        self._pending = pending[n * FRAME :]
+        return [pending[k * FRAME : k * FRAME + INPUT] for k in range(n)]
 
     def feed(self, pcm16_24k: bytes) -> list[float]:
         """Consume session audio and return the probabilities of the frames it completed.
@@ -206,15 +278,4 @@ class SileroVadStream:
     def close(self) -> None:
         """Drop the stream's buffers and state; call once when the session ends."""
         self._closed = True
-        self._pending = np.zeros(0, dtype=np.float32)
-
-    def _next_input(self) -> _F32:
-        """The model input for the next ready frame: context then frame, 576 samples."""
-        return np.concatenate([self._context, self._pending[:FRAME]])
-
-    def _advance(self, model_input: _F32, state: _F32) -> None:
-        """Commit one scored frame: consume it, keep its tail as context, store the state."""
-        self._pending = self._pending[FRAME:]
-        self._context = model_input[-CONTEXT:].copy()
-        self._state = np.ascontiguousarray(state)
-        self.frames_done += 1
+        self._pending = np.zeros(CONTEXT, dtype=np.float32)

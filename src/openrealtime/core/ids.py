@@ -17,12 +17,24 @@ class IdFactory(Protocol):
         ...
 
 
+def random_base62(length: int = 21) -> str:
+    """``length`` uniformly random base62 characters from the OS's randomness.
+
+    One ``os.urandom`` call per id (``secrets.choice`` made one per character: ~2 % of the
+    event loop under load); bytes of 248 and up are dropped so ``% 62`` stays unbiased.
+    """
+    out = ""
+    while len(out) < length:
+        out += "".join(_ALPHABET[b % 62] for b in secrets.token_bytes(length + 8) if b < 248)
+    return out[:length]
+
+
 class RandomIds:
     """Live-shaped ids: a prefix and 21 base62 characters (spec §2.1)."""
 
     def new(self, prefix: str) -> str:
         """Return ``prefix_`` plus 21 random base62 characters."""
-        return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(21))
+        return f"{prefix}_{random_base62()}"
 
 
 class SequentialIds:

@@ -7,7 +7,11 @@ written to the buffer in this session" (spec §5.2).
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from openrealtime.audio.pcm import SESSION_RATE
+from openrealtime.protocol.errors import ProtocolError
 
 BYTES_PER_SAMPLE = 2
 BYTES_PER_MS = SESSION_RATE * BYTES_PER_SAMPLE // 1000
@@ -60,6 +64,13 @@ class InputAudioBuffer:
         self.start = end
         return pcm
 
+    def drop_before(self, sample: int) -> None:
+        """Forget the audio before sample ``sample`` (no copy of it is made)."""
+        end = min(sample, self.written)
+        if end > self.start:
+            del self._data[: (end - self.start) * BYTES_PER_SAMPLE]
+            self.start = end
+
     def take_all(self) -> bytes:
         """Remove and return everything buffered."""
         return self.take(self.start, self.written)
@@ -68,3 +79,24 @@ class InputAudioBuffer:
         """Drop everything buffered."""
         self._data.clear()
         self.start = self.written
+
+
+def decode_base64_audio(text: str) -> bytes:
+    """Decode an append's base64 ``audio`` exactly as ``base64.b64decode(validate=True)``.
+
+    Call for every ``input_audio_buffer.append`` (spec §2.2); strict decoding takes the usual
+    case in one C call, the general one decides only what it refuses.
+
+    Raises:
+        ProtocolError: ``invalid_value`` on ``audio`` when it is not base64.
+    """
+    try:  # accepts a subset of what validate=True accepts, giving the same bytes
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(
+            "invalid_value", "Invalid 'audio': expected base64-encoded audio.", param="audio"
+        ) from None

@@ -37,7 +37,12 @@ from openrealtime.core.conversation import (
     entry_message,
 )
 from openrealtime.core.ids import IdFactory
-from openrealtime.core.input_buffer import BYTES_PER_MS, BYTES_PER_SAMPLE, InputAudioBuffer
+from openrealtime.core.input_buffer import (
+    BYTES_PER_MS,
+    BYTES_PER_SAMPLE,
+    InputAudioBuffer,
+    decode_base64_audio,
+)
 from openrealtime.core.latency import ArrivalClock, TurnLatency
 from openrealtime.core.output import ResponseWriter
 from openrealtime.core.playback import OutputAudioBuffer
@@ -414,12 +419,7 @@ class RealtimeSession:
     def _append_event(self, event: ce.InputAudioBufferAppend) -> None:
         if len(event.audio) > self.limits.max_append_bytes * 4 // 3 + 4:
             raise self._too_big()
-        try:
-            pcm = base64.b64decode(event.audio, validate=True)
-        except (binascii.Error, ValueError):
-            raise ProtocolError(
-                "invalid_value", "Invalid 'audio': expected base64-encoded audio.", param="audio"
-            ) from None
+        pcm = decode_base64_audio(event.audio)
         if len(pcm) > self.limits.max_append_bytes:
             raise self._too_big()
         self._append_audio(self._decode_input(pcm), event.event_id)
@@ -654,9 +654,7 @@ class RealtimeSession:
 
     def _trim_idle_buffer(self) -> None:
         """Outside speech, keep only the prefix padding (server VAD buffers no silence)."""
-        keep_from = self._vad.position - self._prefix_samples()
-        if keep_from > self._buffer.start:
-            self._buffer.take(self._buffer.start, keep_from)
+        self._buffer.drop_before(self._vad.position - self._prefix_samples())
 
     def _speech_started(self, change: SpeechStart) -> None:
         self._idle_deadline_ms = None

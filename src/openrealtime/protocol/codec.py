@@ -52,6 +52,19 @@ _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 """A surrogate code point in a decoded ``str`` (``json`` joins valid pairs, so any is lone)."""
 
+_APPEND = "input_audio_buffer.append"
+_WS = r"[ \t\n\r]*"
+"""JSON's whitespace (a regex ``\\s`` would match more)."""
+_PLAIN_APPEND = re.compile(
+    rf'{_WS}\{{{_WS}"type"{_WS}:{_WS}"input_audio_buffer\.append"{_WS},'
+    rf'{_WS}"audio"{_WS}:{_WS}"([A-Za-z0-9+/=]*)"{_WS}'
+    rf'(?:,{_WS}"event_id"{_WS}:{_WS}"([^"\\\x00-\x1f\ud800-\udfff]*)"{_WS})?\}}{_WS}'
+)
+"""An ``input_audio_buffer.append`` frame as SDKs send it (``type``, ``audio``, an optional
+``event_id``, in that order; compact or spaced): strings without escapes, control characters or
+surrogates, so each value is its raw text and :func:`loads` would return exactly that object
+(one level, no numbers). Such a frame skips the generic decoder (issue 9: the per-append path)."""
+
 
 class JsonInputError(ValueError):
     """Untrusted JSON that :func:`loads` refuses; the message says why (no input echoed)."""
@@ -172,6 +185,12 @@ def parse_client_event(
     """
     if isinstance(frame, bytes):
         raise errors.binary_frame()
+    plain = _PLAIN_APPEND.fullmatch(frame)
+    if plain is not None and _APPEND in allowed_types:
+        data = {"type": _APPEND, "audio": plain[1]}
+        if plain[2] is not None:
+            data["event_id"] = plain[2]
+        return validate(CLIENT_EVENT_MODELS[_APPEND], data)  # type: ignore[return-value]
     try:
         data = loads(frame)
     except JsonInputError as exc:

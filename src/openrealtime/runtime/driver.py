@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from openrealtime import metrics
 from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.backends.base import Engines, StreamingSpeechToText, VadStream
 from openrealtime.core import backend_events as be
@@ -44,7 +45,12 @@ from openrealtime.logging_setup import SessionLogger
 from openrealtime.protocol.client_events import CLIENT_EVENT_MODELS, WEBSOCKET_EVENT_TYPES
 from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
 from openrealtime.protocol.errors import ProtocolError
-from openrealtime.protocol.server_events import ResponseOutputAudioDelta, ResponseOutputTextDelta
+from openrealtime.protocol.server_events import (
+    Error,
+    ResponseDone,
+    ResponseOutputAudioDelta,
+    ResponseOutputTextDelta,
+)
 from openrealtime.runtime.lifecycle import Lifecycle
 from openrealtime.runtime.listener import Listener
 from openrealtime.runtime.memory import release_memory
@@ -92,11 +98,6 @@ class ServicesLike(Protocol):
 
 
 @dataclass(frozen=True)
-class _Frame:
-    data: str | bytes
-
-
-@dataclass(frozen=True)
 class _Disconnected:
     pass
 
@@ -122,7 +123,8 @@ class _Backend:
     event: be.BackendEvent
 
 
-_Inbox = _Frame | _Disconnected | _ShutDown | _Audio | _Backend | be.BackendEvent
+_Inbox = str | bytes | _Disconnected | _ShutDown | _Audio | _Backend | be.BackendEvent | None
+"""A client frame (text or binary, as received), a result, or ``None``: a deadline passed."""
 
 
 class _Stalled(Exception):
@@ -178,6 +180,9 @@ class SessionDriver:
             media.playback.notify = self._deliver_playback
         self._vad: VadStream = self.engines.vad.open_stream()
         self._inbox: asyncio.Queue[_Inbox] = asyncio.Queue()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_ms: int | None = None
+        """The core deadline (unix ms) the timer is set for: one timer, moved when it changes."""
         # Backpressure per producer, so VAD results (delivered from a callback) never block:
         self._frame_room = asyncio.Semaphore(256)
         self._backend_room = asyncio.Semaphore(256)
@@ -204,17 +209,22 @@ class SessionDriver:
         writer = asyncio.create_task(self._write())
         if self._lifecycle is not None:
             self._lifecycle.add(self)
+        transport_label = "websocket" if self._media is None else "webrtc"
+        metrics.SESSIONS_TOTAL.labels(transport_label).inc()
+        metrics.SESSIONS_OPEN.labels(transport_label).inc()
         try:
             await self._flush()
             while self._close is None:
                 item = await self._next()
                 self.session.advance_time(wall_ms())
-                if isinstance(item, _Disconnected):
-                    break
-                if isinstance(item, _Frame):
+                if isinstance(item, (str, bytes)):  # the common case: a client frame
                     self._frame_room.release()
-                    self._received_bytes += len(item.data)
-                    self._on_frame(item.data)
+                    self._received_bytes += len(item)
+                    self._on_frame(item)
+                elif isinstance(item, be.SpeechProbabilities):  # next most common
+                    self.session.receive_backend_event(item)
+                elif isinstance(item, _Disconnected):
+                    break
                 elif isinstance(item, _Audio):
                     self._frame_room.release()
                     self.session.receive_audio(item.pcm16)
@@ -230,6 +240,8 @@ class SessionDriver:
             self.log.warning("client stopped reading its events; closing with 1008")
             self._close = CloseSession(1008, "client is not reading events")
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             for reader in readers:
                 reader.cancel()
             tasks = [*self._tasks.values(), *(lis.task for lis in self._listeners.values())]
@@ -261,6 +273,7 @@ class SessionDriver:
             await asyncio.gather(writer, return_exceptions=True)
             if self._lifecycle is not None:
                 self._lifecycle.discard(self)
+            metrics.SESSIONS_OPEN.labels(transport_label).dec()
             self.log.info("session ended")
 
     def shut_down(self, message: str) -> None:
@@ -269,27 +282,41 @@ class SessionDriver:
 
     # ---------------------------------------------------------------- input
 
-    async def _next(self) -> _Inbox | None:
-        deadline = self.session.next_deadline_ms()
-        if deadline is None:
-            return await self._inbox.get()
+    async def _next(self) -> _Inbox:
+        """The next inbox item; ``None`` when the core's next deadline has come.
+
+        The deadline is watched by one timer that moves only when the deadline does, not by a
+        timeout around every wait (which cost a timer per message).
+        """
         if not self._inbox.empty():
             return self._inbox.get_nowait()
-        timeout = max(0.0, (deadline - wall_ms()) / 1000)
-        try:
-            async with asyncio.timeout(timeout):  # no Task per message, unlike wait_for
-                return await self._inbox.get()
-        except TimeoutError:
-            return None
+        deadline = self.session.next_deadline_ms()
+        if deadline != self._timer_ms:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_ms = deadline
+            if deadline is not None:
+                delay = max(0.0, (deadline - wall_ms()) / 1000)
+                self._timer = asyncio.get_running_loop().call_later(delay, self._deadline_came)
+        return await self._inbox.get()
+
+    def _deadline_came(self) -> None:
+        self._timer = None
+        self._timer_ms = None  # set it again for whatever the core's next deadline is then
+        self._inbox.put_nowait(None)
 
     async def _read(self) -> None:
+        receive = self.transport.receive
+        room = self._frame_room
+        put = self._inbox.put_nowait  # the inbox is unbounded; the semaphore bounds frames
         while True:
-            data = await self.transport.receive()
+            data = await receive()
             if data is None:
-                await self._inbox.put(_Disconnected())
+                put(_Disconnected())
                 return
-            await self._frame_room.acquire()
-            await self._inbox.put(_Frame(data))
+            await room.acquire()
+            put(data)
 
     async def _read_audio(self, media: MediaPort) -> None:
         while (pcm16 := await media.receive_audio()) is not None:
@@ -300,8 +327,10 @@ class SessionDriver:
         try:
             event = parse_client_event(data, allowed_types=self._client_types)
         except ProtocolError as exc:
+            metrics.client_event("invalid")
             self.session.receive_error(exc, client_event_id(data))
             return
+        metrics.client_event(event.type)
         self.session.receive_client_event(event)
 
     async def _emit_backend(self, event: be.BackendEvent) -> None:
@@ -317,6 +346,11 @@ class SessionDriver:
             if not out.events and not out.commands:
                 return
             for event in out.events:
+                metrics.server_event(event.type)
+                if isinstance(event, Error):
+                    metrics.ERRORS.labels(event.error.get("code") or "none").inc()
+                elif isinstance(event, ResponseDone):
+                    metrics.RESPONSES.labels(event.response.get("status", "unknown")).inc()
                 audio_of = None
                 latency = None
                 if isinstance(event, ResponseOutputAudioDelta):
@@ -352,8 +386,7 @@ class SessionDriver:
                 await self.transport.send_text(frame.text)
                 if frame.latency is not None:
                     frame.latency.first_sent_ms = wall_ms()
-                    self.log.info("%s", frame.latency.describe())
-                    self.latencies.append(frame.latency)
+                    self._turn_answered(frame.latency)
             except TransportClosed:
                 # The main loop may be blocked on a full outbox; it learns of the close from
                 # the reader or the stall timeout, so never block here.
@@ -364,6 +397,12 @@ class SessionDriver:
                 self._writer_gone()
                 await self.transport.close(1011, "internal error")
                 return
+
+    def _turn_answered(self, latency: TurnLatency) -> None:
+        """The first output of a turn's answer left: log and record its stages."""
+        self.log.info("%s", latency.describe())
+        self.latencies.append(latency)
+        metrics.observe_turn(latency.stages().items())
 
     def _writer_gone(self) -> None:
         """Tell the main loop that nothing is written any more (it must not wait on it)."""
@@ -505,8 +544,7 @@ class SessionDriver:
             latency = self._play_latency.pop(event.response_id, None)
             if latency is not None:
                 latency.first_sent_ms = wall_ms()
-                self.log.info("%s", latency.describe())
-                self.latencies.append(latency)
+                self._turn_answered(latency)
         self._inbox.put_nowait(event)
 
     def _deliver_vad(self, probs: list[float]) -> None:
