@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from openrealtime import metrics
 from openrealtime.auth import mint_client_secret, token_from_authorization
 from openrealtime.backends.base import Engines
 from openrealtime.config import Config
-from openrealtime.logging_setup import install_secret_redaction, register_secrets
+from openrealtime.logging_setup import (
+    configure_logging,
+    install_secret_redaction,
+    register_secrets,
+)
 from openrealtime.protocol.codec import JsonInputError, loads
 from openrealtime.protocol.errors import ProtocolError
 from openrealtime.runtime.lifecycle import Lifecycle, watch_engines
@@ -32,7 +38,10 @@ from openrealtime.transports.webrtc import call_registry, register_webrtc_routes
 from openrealtime.transports.websocket import SessionRunner, register_websocket_routes
 from openrealtime.web import register_playground_routes
 
-__all__ = ["Services", "create_app"]
+if TYPE_CHECKING:
+    from openrealtime.transports.call_directory import RedisCallDirectory
+
+__all__ = ["Services", "create_app", "create_app_from_env"]
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +75,31 @@ async def _start_engines(
         name="engine-watch",
     )
     return engines, watch
+
+
+async def _start_call_directory(
+    app: FastAPI, config: Config, lifecycle: Lifecycle
+) -> RedisCallDirectory:
+    """With ``--redis-url``: the shared call directory, advertising this process's private URL.
+
+    ``serving.Server`` opens the private listener and sets ``app.state.internal_url`` before
+    the lifespan starts; without it the calls of this process could not be reached.
+    """
+    internal_url = getattr(app.state, "internal_url", None)
+    if not isinstance(internal_url, str):
+        raise RuntimeError(
+            "redis_url is set but this process has no private listener: run the app with "
+            "`openrealtime serve` (openrealtime.serving.Server), which opens one"
+        )
+    from openrealtime.transports.call_directory import RedisCallDirectory
+
+    directory = RedisCallDirectory(
+        config.redis_url or "",
+        internal_url,
+        on_problem=functools.partial(lifecycle.problem, "call directory"),
+    )
+    await directory.start()
+    return directory
 
 
 _BAD_JSON_MESSAGE = (
@@ -140,11 +174,21 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lifecycle = Lifecycle()
         watch: asyncio.Task[None] | None = None
+        directory: RedisCallDirectory | None = None
+        if config.redis_url:  # first: a process that cannot advertise its calls must not start
+            directory = await _start_call_directory(app, config, lifecycle)
+            app.state.call_directory = directory
         if engines is not None:
             loaded = engines
         else:
             loaded, watch = await _start_engines(config, lifecycle)
         app.state.services = Services(config=config, engines=loaded, lifecycle=lifecycle)
+        lag = asyncio.create_task(metrics.monitor_loop_lag(), name="loop-lag")
+        # What start-up allocated (modules, models, engines) lives as long as the process: out
+        # of the collector's full passes, which then take ~14 ms instead of 35-55 ms under
+        # load (docs/benchmarks.md, "Load").
+        gc.collect()  # nothing already dead is kept for good
+        gc.freeze()
         _log.info(
             "engines ready: vad=%s stt=%s llm=%s tts=%s turn=%s",
             loaded.vad.name,
@@ -156,10 +200,15 @@ def create_app(
         try:
             yield
         finally:
-            if watch is not None:
-                watch.cancel()
-                await asyncio.gather(watch, return_exceptions=True)
+            gc.unfreeze()  # what start-up made can be collected again (at exit, too)
+            for task in (watch, lag):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             await call_registry(app).close_all()  # WebRTC calls are not HTTP connections
+            if directory is not None:
+                await directory.close()
+                app.state.call_directory = None
             del app.state.services
             if engines is None:  # engines we built are ours to close
                 from openrealtime.backends.registry import close_engines
@@ -211,6 +260,15 @@ def create_app(
         body["sessions"] = services.lifecycle.sessions
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    @app.get("/metrics", include_in_schema=False, response_model=None)
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus metrics (text format), every worker's; needs an API key when keys are set."""
+        denied = http_auth_error(config, request)
+        if denied is not None:
+            return denied
+        body = await asyncio.to_thread(metrics.render)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
     @app.get("/v1/models", response_model=None)
     async def list_models(request: Request) -> JSONResponse | dict[str, Any]:
         """List the model names a realtime session accepts (OpenAI ``GET /v1/models`` shape)."""
@@ -244,3 +302,18 @@ def create_app(
     register_openai_http_routes(app)
     register_playground_routes(app)  # the browser playground at /
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app of one worker process (``openrealtime serve --workers N``), from its environment.
+
+    uvicorn's worker processes call it (``openrealtime.app:create_app_from_env``, a factory);
+    the parent sets the ``OPENREALTIME_*`` variables from its own config
+    (:meth:`Config.to_env`), so each worker gets exactly the parent's config.
+
+    Returns:
+        The app for :meth:`Config.from_env`.
+    """
+    config = Config.from_env()
+    configure_logging(config.log_level)
+    return create_app(config)

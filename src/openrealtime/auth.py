@@ -16,7 +16,10 @@ it becomes the defaults of every session opened with the secret. ``K`` is, in or
 2. API keys configured: ``PBKDF2-HMAC-SHA256(api_key, salt=label, 100 000 rounds)`` of the key
    that minted the secret (revoking that API key revokes its secrets; the slow derivation keeps
    a weak API key from being brute-forced offline from a secret handed to a browser);
-3. neither: a random key of this process (secrets die with the process).
+3. neither: a random key of this process (secrets die with the process). With ``--workers N``
+   the parent process draws one with :func:`new_signing_key` and gives it to its workers as
+   their ``secret_signing_key`` (case 1), so a secret minted by one worker opens sessions on
+   every other; instances still need a configured key to share secrets.
 
 The tag is checked before the payload is decoded, so an unsigned payload is never decompressed.
 The secret's expiry is checked only when a session is opened: a running session outlives it.
@@ -68,6 +71,7 @@ __all__ = [
     "SessionType",
     "authenticate",
     "mint_client_secret",
+    "new_signing_key",
     "token_from_authorization",
 ]
 
@@ -251,6 +255,15 @@ def _signing_key(config: Config, api_key: str | None) -> bytes:
             raise ValueError("minting a client secret needs the API key that authorized it")
         return _key_from_api_key(api_key)
     return _PROCESS_KEY
+
+
+def new_signing_key() -> str:
+    """A fresh random ``secret_signing_key`` (256 bits, URL-safe text).
+
+    Call once in a parent process that starts workers without a configured key or API keys,
+    and give every worker the same value: they then accept each other's client secrets.
+    """
+    return secrets.token_urlsafe(32)
 
 
 def _tag(key: bytes, payload: str) -> str:

@@ -7,6 +7,7 @@ design.md "Layout": this module parses flags and the environment into a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import logging
 import sys
@@ -344,14 +345,36 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         metavar="N",
         type=_workers,
         help="worker processes sharing the port, or 'auto' for one per core "
-        f"(env {_env('workers')}; default {d.workers}); more than one needs --redis-url for "
-        "WebRTC calls",
+        f"(env {_env('workers')}; default {d.workers}); more than one needs --redis-url, "
+        "through which WebRTC calls, sidebands and hangups reach the worker holding the call",
     )
     p.add_argument(
         "--redis-url",
         metavar="URL",
-        help="Redis shared by workers and instances (redis://host:6379/0): who owns each call "
-        f"(env {_env('redis_url')})",
+        help="Redis shared by workers and instances (redis://host:6379/0): which process owns "
+        f"each WebRTC call (env {_env('redis_url')}; default none: one process, no Redis)",
+    )
+    p.add_argument(
+        "--internal-host",
+        metavar="HOST",
+        help="with --redis-url: interface of each process's private listener, where other "
+        "workers and instances relay sidebands and hangups of its calls (plain HTTP; env "
+        f"{_env('internal_host')}; default {d.internal_host}, enough for one machine)",
+    )
+    p.add_argument(
+        "--internal-port",
+        type=int,
+        metavar="PORT",
+        help="with --redis-url: first private port; worker k takes the first free one of "
+        f"PORT..PORT+workers-1 (env {_env('internal_port')}; default {d.internal_port}: any "
+        "free port)",
+    )
+    p.add_argument(
+        "--advertise-host",
+        metavar="HOST",
+        help="with --redis-url: the address other instances reach the private listeners at, "
+        f"stored in Redis with each call (env {_env('advertise_host')}; default the "
+        "--internal-host; required when that is 0.0.0.0 or ::)",
     )
     p.add_argument(
         "--drain-seconds",
@@ -431,6 +454,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             drain_seconds=args.drain_seconds,
             workers=args.workers,
             redis_url=args.redis_url,
+            internal_host=args.internal_host,
+            internal_port=args.internal_port,
+            advertise_host=args.advertise_host,
             max_conversation_text_bytes=args.max_conversation_text_bytes,
             max_conversation_audio_seconds=args.max_conversation_audio_seconds,
             **{
@@ -453,6 +479,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    refusal = _workers_refusal(config)
+    if refusal is not None:
+        print(f"openrealtime serve: error: {refusal}", file=sys.stderr)
+        return 2
     configure_logging(config.log_level)
     if config.auth_enabled:
         keys = ", ".join(redact(key) for key in config.api_keys)
@@ -467,24 +497,70 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if config.secret_signing_key:
         _log.info("client secrets: signed with the configured secret signing key")
     elif not config.auth_enabled:
+        holder = "process"
+        if config.worker_count > 1:
+            holder = f"instance, shared by its {config.worker_count} workers"
         _log.info(
-            "client secrets: signed with a random key of this process (set %s to share them "
+            "client secrets: signed with a random key of this %s (set %s to share them "
             "between instances and restarts)",
+            holder,
             _env("secret_signing_key"),
+        )
+        if config.redis_url:
+            _log.warning(
+                "client secrets minted here are refused by the other instances sharing this "
+                "Redis: give every instance the same --secret-signing-key (%s) or the same "
+                "API keys",
+                _env("secret_signing_key"),
+            )
+    if config.worker_count > 1:
+        _log.info(
+            "%d worker processes on %s:%d; calls shared through Redis",
+            config.worker_count,
+            config.host,
+            config.port,
         )
     return _run_server(config)
 
 
+def _workers_refusal(config: Config) -> str | None:
+    """Why this config cannot run its workers (``None`` when it can)."""
+    if config.worker_count == 1:
+        return None
+    if not config.redis_url:
+        return (
+            f"--workers {config.worker_count} needs --redis-url: WebRTC calls live in the "
+            "worker that answered them, and their sidebands and hangups reach it through "
+            "Redis. Start one (Debian: apt install redis-server) and pass "
+            "--redis-url redis://127.0.0.1:6379/0, or run one worker."
+        )
+    try:
+        config.to_env()  # the workers get their config through the environment
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _run_server(config: Config) -> int:
-    """Start uvicorn in this process and block until it stops."""
+    """Start uvicorn (one process, or ``config.worker_count`` workers) and block until it stops."""
     import uvicorn
 
+    from openrealtime.serving import Server, run_workers
+
+    settings = uvicorn_settings(config)
+    if config.worker_count > 1:
+        if not config.secret_signing_key and not config.auth_enabled:
+            from openrealtime.auth import new_signing_key
+
+            # one random key for all workers: a secret minted by one opens sessions on all
+            config = dataclasses.replace(config, secret_signing_key=new_signing_key())
+        return run_workers(config, settings)
+
     from openrealtime.app import create_app
-    from openrealtime.serving import Server
 
     app = create_app(config)
     server = Server(
-        uvicorn.Config(app, host=config.host, port=config.port, **uvicorn_settings(config)),
+        uvicorn.Config(app, host=config.host, port=config.port, **settings),
         drain_seconds=config.drain_seconds,
     )
     server.run()

@@ -58,6 +58,9 @@ _FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": LOG_LEVEL_CHOICES,
 }
 
+_REDIS_SCHEMES: tuple[str, ...] = ("redis://", "rediss://", "unix://")
+_WILDCARDS = frozenset({"0.0.0.0", "::", "[::]"})
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -264,6 +267,24 @@ class Config:
     WebRTC call, so a sideband or hangup reaching another one gets there. Needed with more than
     one worker or instance; a single process needs none."""
 
+    internal_host: str = "127.0.0.1"
+    """Interface of each process's private listener (only with ``redis_url``): where the other
+    workers and instances reach the WebRTC calls this process holds, to relay a sideband or a
+    hangup that reached them (docs/deployment.md "Calls across workers and instances"). Plain
+    HTTP, the same routes and authentication as the public port. The loopback default serves
+    workers of one machine; instances on several machines need an interface they can reach
+    (a private network). Env: ``OPENREALTIME_INTERNAL_HOST``."""
+
+    internal_port: int = 0
+    """First port of the private listeners: each worker takes the first free port of
+    ``internal_port`` .. ``internal_port + workers - 1`` (for firewall rules and published
+    container ports); 0 lets each take any free port."""
+
+    advertise_host: str | None = None
+    """The host name or address other instances use to reach this one's private listeners
+    (stored in Redis with each call); ``internal_host`` when unset. Required when
+    ``internal_host`` is a wildcard (``0.0.0.0``, ``::``)."""
+
     models: tuple[str, ...] = DEFAULT_MODELS
     """Model names ``/v1/models`` lists. Env: comma-separated ``OPENREALTIME_MODELS``."""
 
@@ -316,6 +337,19 @@ class Config:
                 raise ValueError(f"{name} must be positive; got {number}")
         if self.workers < 0:
             raise ValueError(f"workers must be a positive number or auto; got {self.workers}")
+        if self.redis_url is not None and not self.redis_url.startswith(_REDIS_SCHEMES):
+            raise ValueError(
+                f"redis_url must start with {', '.join(_REDIS_SCHEMES)}; got {self.redis_url!r}"
+            )
+        if not 0 <= self.internal_port <= 65535:
+            raise ValueError(f"internal_port must be in 0..65535; got {self.internal_port}")
+        if not self.internal_host.strip():
+            raise ValueError("internal_host must not be empty")
+        if self.redis_url and self.internal_host in _WILDCARDS and not self.advertise_host:
+            raise ValueError(
+                f"internal_host {self.internal_host} listens on every interface: set "
+                "advertise_host to the address other instances reach this one at"
+            )
         if not self.models:
             raise ValueError("models must list at least one model name")
         if self.engine_timeout <= 0:
@@ -401,6 +435,49 @@ class Config:
             if value is not None:
                 values[name] = tuple(value) if isinstance(value, list) else value
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """Every field as the ``OPENREALTIME_*`` variable :meth:`from_env` reads back.
+
+        Call to hand this config to child processes (``--workers``: uvicorn's workers build
+        their app from the environment). ``Config.from_env(config.to_env()) == config`` for
+        every config; every field is written, so the variables the parent inherited do not
+        leak through (``None`` is an empty value, read back as ``None``).
+
+        Returns:
+            Variable names and values; secrets included, so hand them only to children.
+
+        Raises:
+            ValueError: a list item holds a comma, which the comma-separated variable cannot
+                carry; the message names the field.
+        """
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                text = ""
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, tuple):
+                if any("," in item or item != item.strip() or not item for item in value):
+                    raise ValueError(
+                        f"{f.name}: an item with a comma or spaces around cannot be passed "
+                        f"to worker processes through {ENV_PREFIX}{f.name.upper()}"
+                    )
+                text = ",".join(value)
+            elif isinstance(value, float):
+                text = repr(value)
+            else:
+                text = str(value)
+            if isinstance(value, str) and (
+                value != value.strip() or (not value and str(f.type) != "str")
+            ):
+                raise ValueError(
+                    f"{f.name}: {value!r} cannot be passed to worker processes through "
+                    f"{ENV_PREFIX}{f.name.upper()}"
+                )
+            env[ENV_PREFIX + f.name.upper()] = text
+        return env
 
 
 def _parse(var: str, raw: str, f: dataclasses.Field[Any]) -> Any:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 __all__ = ["FAKE_ENGINES", "CliServer", "cli_server", "free_port"]
 
@@ -117,5 +118,17 @@ def cli_server(
         yield server
     finally:
         if process.poll() is None:
-            process.kill()
+            workers = _children(process.pid)
+            process.kill()  # first, or the supervisor would restart the workers killed below
+            for worker in workers:  # --workers: they outlive a killed parent
+                with contextlib.suppress(psutil.Error):
+                    worker.kill()
         process.wait()
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    """The processes ``pid`` started (uvicorn's workers with ``--workers``)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []

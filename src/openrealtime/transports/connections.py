@@ -17,23 +17,25 @@ uvicorn's own protocols leave three doors open (issue 8, defects 4 and 7):
   :attr:`~GuardedWebSocketProtocol.abort_after` seconds (``Config.close_timeout``) after its
   close started or its session ended.
 
-:func:`guarded_protocols` builds the two classes for a :class:`~openrealtime.config.Config`;
-``cli.uvicorn_settings`` hands them to uvicorn (``http=``, ``ws=``). This module is a shell
-(house rule 3): it bounds connections and decides nothing about sessions.
+``cli.uvicorn_settings`` hands the two classes to uvicorn (``http=``, ``ws=``). They are plain
+module-level classes, so uvicorn's worker processes (``--workers``) can unpickle its config;
+each connection reads its limits from the :class:`~openrealtime.config.Config` of the app it
+serves (``app.state.config``), so every process, and every app of a test process, applies
+its own. This module is a shell (house rule 3): it bounds connections and decides nothing
+about sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-if TYPE_CHECKING:
-    from openrealtime.config import Config
+from openrealtime.config import Config
 
 __all__ = [
     "MAX_HEADERS",
@@ -63,6 +65,19 @@ _REASONS = {
 }
 
 
+def _app_config(uvicorn_config: Any) -> Config | None:
+    """The :class:`Config` of the app uvicorn serves, through the middlewares around it."""
+    app = getattr(uvicorn_config, "loaded_app", None)
+    for _ in range(16):
+        if app is None:
+            return None
+        config = getattr(getattr(app, "state", None), "config", None)
+        if isinstance(config, Config):
+            return config
+        app = getattr(app, "app", None)
+    return None
+
+
 class _HeadRefused(Exception):
     """Raised from a parser callback to stop parsing a head past the limits."""
 
@@ -74,11 +89,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     starts its next request; it ends when the head is complete (the body is the app's to read).
     """
 
-    head_timeout: ClassVar[float] = 10.0
-    """Seconds a request head may take (``Config.handshake_timeout``)."""
+    head_timeout: float = 10.0
+    """Seconds a request head may take: the app's ``Config.handshake_timeout`` (this default
+    when the app has no config)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        app_config = _app_config(self.config)
+        if app_config is not None:
+            self.head_timeout = app_config.handshake_timeout
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_pending = True
         self._head_bytes = 0
@@ -211,11 +230,15 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     transport is aborted, dropping whatever the peer never read.
     """
 
-    abort_after: ClassVar[float] = 2.0
-    """Seconds between the start of a close and the abort (``Config.close_timeout``)."""
+    abort_after: float = 2.0
+    """Seconds between the start of a close and the abort: the app's ``Config.close_timeout``
+    (this default when the app has no config)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        app_config = _app_config(self.config)
+        if app_config is not None:
+            self.abort_after = app_config.close_timeout
         self.close_timeout = self.abort_after
         self._abort_timer: asyncio.TimerHandle | None = None
 
@@ -294,22 +317,18 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def guarded_protocols(
-    config: Config,
+    config: Config | None = None,
 ) -> tuple[type[GuardedHttpProtocol], type[GuardedWebSocketProtocol]]:
-    """The HTTP and WebSocket protocol classes for uvicorn, bound to ``config``'s limits.
+    """The HTTP and WebSocket protocol classes to give uvicorn (``http=``, ``ws=``).
+
+    Each connection takes its limits (``handshake_timeout``, ``close_timeout``) from the
+    config of the app it serves, so the classes are the same for every config and pickle by
+    name into uvicorn's worker processes.
 
     Args:
-        config: reads ``handshake_timeout`` and ``close_timeout``.
+        config: unused; kept so callers may pass the config the limits come from.
 
     Returns:
-        ``(http, ws)``: pass them as uvicorn's ``http=`` and ``ws=`` settings.
+        ``(GuardedHttpProtocol, GuardedWebSocketProtocol)``.
     """
-    http = type(
-        "GuardedHttpProtocol", (GuardedHttpProtocol,), {"head_timeout": config.handshake_timeout}
-    )
-    ws = type(
-        "GuardedWebSocketProtocol",
-        (GuardedWebSocketProtocol,),
-        {"abort_after": config.close_timeout},
-    )
-    return http, ws
+    return GuardedHttpProtocol, GuardedWebSocketProtocol

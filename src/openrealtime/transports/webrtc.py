@@ -16,6 +16,11 @@ session closes (``session.close``, expiry), and at server shutdown
 (:meth:`CallRegistry.close_all`, from the app's lifespan). Each call is one task owned by the
 :class:`CallRegistry`; ending it closes its peer connection, tracks and sidebands.
 
+With ``--redis-url`` (several workers or instances), the call is claimed in the shared
+:mod:`~openrealtime.transports.call_directory` before its answer is sent, and a hangup for a
+call another process owns is relayed there by one HTTP request (docs/deployment.md "Calls
+across workers and instances").
+
 This module is a shell (house rule 3): it negotiates and carries; the session decides.
 """
 
@@ -24,7 +29,9 @@ from __future__ import annotations
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
+import httpx
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
@@ -51,6 +58,12 @@ from openrealtime.protocol.errors import ProtocolError
 from openrealtime.protocol.session_config import merge_update
 from openrealtime.runtime.lifecycle import SHUTDOWN_MESSAGE
 from openrealtime.transports.base import SessionRequest
+from openrealtime.transports.call_directory import (
+    FORWARDED_HEADER,
+    CallDirectory,
+    DirectoryUnavailable,
+    call_directory,
+)
 from openrealtime.transports.rest import NO_KEY_MESSAGE, openai_error
 from openrealtime.transports.webrtc_calls import (
     EVENTS_CHANNEL,
@@ -89,6 +102,12 @@ CONNECT_TIMEOUT_S = 30.0
 MAX_OFFER_BYTES = 256 * 1024
 """Largest request body accepted (an offer is a few KiB; a session config a few more)."""
 
+FORWARD_TIMEOUT_S = 10.0
+"""Most seconds a hangup relayed to the call's owner may take (the owner waits up to 5 s for
+the call to be cleaned up)."""
+
+_DIRECTORY_DOWN = "The call directory (Redis) did not answer; try again."
+
 _ALLOWED_HEADERS = "Authorization, Content-Type, X-OpenAI-Agents-SDK, OpenAI-Beta, Accept"
 """What browsers send on ``POST /v1/realtime/calls`` (agents-js adds ``X-OpenAI-Agents-SDK``)."""
 
@@ -105,13 +124,20 @@ def _new_call_id() -> str:
 
 class _BadRequest(Exception):
     def __init__(
-        self, message: str, *, code: str | None = None, param: str | None = None, status: int = 400
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status: int = 400,
+        type_: str = "invalid_request_error",
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.param = param
         self.status = status
+        self.type = type_
 
 
 def _cors(request: Request) -> dict[str, str]:
@@ -280,6 +306,8 @@ async def create_call(request: Request) -> Response:
         return _error(request, exc.status, exc.message, exc.code, exc.param)
 
     call_id = _new_call_id()
+    directory = call_directory(request.app)
+    claimed = False
     pc = RTCPeerConnection(ice_configuration(config))
     media = CallMedia()
     transport = CallTransport()
@@ -316,6 +344,18 @@ async def create_call(request: Request) -> Response:
         from openrealtime.runtime.driver import SessionDriver
 
         request_info = SessionRequest(kind="realtime", model=model, session_label=_ids.new("sess"))
+        if directory is not None:  # before the answer: a sideband may follow at once, anywhere
+            try:
+                await directory.claim(call_id)
+            except DirectoryUnavailable as exc:
+                _log.warning("%s: refused: %s", call_id, exc)
+                raise _BadRequest(
+                    _DIRECTORY_DOWN,
+                    code="call_directory_unavailable",
+                    status=503,
+                    type_="server_error",
+                ) from None
+            claimed = True
         try:  # last: from here on the driver holds resources that only its run() releases
             driver = SessionDriver(
                 transport, request_info, services, defaults=defaults, media=media
@@ -323,12 +363,10 @@ async def create_call(request: Request) -> Response:
         except ProtocolError as exc:
             raise _BadRequest(exc.message, code=exc.code, param=exc.param) from None
     except _BadRequest as exc:
-        media.end()
-        await pc.close()
-        return _error(request, exc.status, exc.message, exc.code, exc.param)
+        await _abandon(pc, media, directory if claimed else None, call_id)
+        return _error(request, exc.status, exc.message, exc.code, exc.param, exc.type)
     except BaseException:
-        media.end()
-        await pc.close()
+        await _abandon(pc, media, directory if claimed else None, call_id)
         raise
     call = Call(call_id, pc, transport, media, driver)
     call.plays_unheard = not any(
@@ -336,7 +374,7 @@ async def create_call(request: Request) -> Response:
         for t in pc.getTransceivers()
     )
     call.watch_connection(CONNECT_TIMEOUT_S)
-    call_registry(request.app).start(call)
+    call_registry(request.app).start(call, directory=directory if claimed else None)
     call.log.info(
         "%s: call created (model %s, %s)",
         call_id,
@@ -349,10 +387,29 @@ async def create_call(request: Request) -> Response:
     )
 
 
+async def _abandon(
+    pc: RTCPeerConnection, media: CallMedia, claimed: CallDirectory | None, call_id: str
+) -> None:
+    """Release what an offer that will not become a call holds."""
+    media.end()
+    await pc.close()
+    if claimed is not None:
+        await claimed.release(call_id)
+
+
+def _call_not_found(request: Request, call_id: str, why: str = "") -> JSONResponse:
+    message = f"No active call with id '{call_id}'." + (f" {why}" if why else "")
+    return _error(request, 404, message, "call_not_found", "call_id")
+
+
 async def hangup_call(request: Request) -> Response:
     """``POST /v1/realtime/calls/{call_id}/hangup``: end a call (spec §1.5; also for WebRTC).
 
-    Returns ``200`` with an empty body, ``404`` for an unknown call, ``401`` without a key.
+    A call another worker or instance owns (``--redis-url``) is hung up there: the request is
+    relayed to the owner with the caller's ``Authorization``, and its answer is returned.
+
+    Returns ``200`` with an empty body, ``404`` for an unknown call, ``401`` without a key;
+    ``503`` when the call directory does not answer, ``502`` when the owner fails to.
     """
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
@@ -361,11 +418,52 @@ async def hangup_call(request: Request) -> Response:
     if isinstance(denied, JSONResponse):
         return denied
     call_id = request.path_params["call_id"]
-    if not await call_registry(request.app).hangup(call_id):
+    if await call_registry(request.app).hangup(call_id):
+        return Response(status_code=200, headers=_cors(request))
+    directory = call_directory(request.app)
+    if directory is None or request.headers.get(FORWARDED_HEADER):
+        return _call_not_found(request, call_id)  # relayed requests are never relayed again
+    try:
+        owner = await directory.owner(call_id)
+    except DirectoryUnavailable as exc:
+        _log.warning("hangup of %s: %s", call_id, exc)
         return _error(
-            request, 404, f"No active call with id '{call_id}'.", "call_not_found", "call_id"
+            request, 503, _DIRECTORY_DOWN, "call_directory_unavailable", None, "server_error"
         )
-    return Response(status_code=200, headers=_cors(request))
+    if owner is None or owner == directory.url:
+        return _call_not_found(request, call_id)
+    return await _forward_hangup(request, owner, call_id)
+
+
+async def _forward_hangup(request: Request, owner: str, call_id: str) -> Response:
+    """Relay a hangup to the process owning the call; its answer is the caller's."""
+    headers = {FORWARDED_HEADER: "1"}
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    url = f"{owner}{CALLS_PATH}/{quote(call_id, safe='')}/hangup"
+    try:
+        async with httpx.AsyncClient(timeout=FORWARD_TIMEOUT_S) as client:
+            answer = await client.post(url, headers=headers)
+    except httpx.ConnectError as exc:  # nothing listens there: the owner is gone
+        _log.info("hangup of %s: its owner %s is gone (%s)", call_id, owner, exc)
+        return _call_not_found(request, call_id, "The server that held it is gone.")
+    except httpx.HTTPError as exc:
+        _log.warning("hangup of %s: its owner %s did not answer (%r)", call_id, owner, exc)
+        return _error(
+            request,
+            502,
+            f"The server holding call '{call_id}' did not answer.",
+            "call_owner_unreachable",
+            None,
+            "server_error",
+        )
+    _log.info("hangup of %s relayed to %s: %d", call_id, owner, answer.status_code)
+    response_headers = _cors(request)
+    content_type = answer.headers.get("content-type")
+    if content_type is not None:
+        response_headers["Content-Type"] = content_type
+    return Response(answer.content, status_code=answer.status_code, headers=response_headers)
 
 
 async def preflight(request: Request) -> Response:

@@ -27,6 +27,7 @@ from openrealtime.transports.webrtc_media import CallMedia
 
 if TYPE_CHECKING:
     from openrealtime.runtime.driver import SessionDriver
+    from openrealtime.transports.call_directory import CallDirectory
 
 __all__ = [
     "EVENTS_CHANNEL",
@@ -312,7 +313,12 @@ class Call:
 
 
 class CallRegistry:
-    """The live calls of one app (``app.state.calls``); owns each call's task."""
+    """The live calls of one app (``app.state.calls``); owns each call's task.
+
+    This is the in-process registry, the only one without ``--redis-url``. With it, each call
+    is also claimed in the shared :class:`~openrealtime.transports.call_directory.CallDirectory`
+    (by the route that answers the offer) and released here when its task ends.
+    """
 
     def __init__(self) -> None:
         self._calls: dict[str, Call] = {}
@@ -325,12 +331,25 @@ class CallRegistry:
         """The live call with this id, if any."""
         return self._calls.get(call_id)
 
-    def start(self, call: Call) -> None:
-        """Run ``call`` until it ends; it is forgotten then."""
+    def start(self, call: Call, *, directory: CallDirectory | None = None) -> None:
+        """Run ``call`` until it ends; it is forgotten then.
+
+        Args:
+            call: the answered call.
+            directory: where the call was claimed; it is released there when the call ends.
+        """
         self._calls[call.id] = call
-        task = asyncio.create_task(call.run(), name=f"call {call.id}")
+        task = asyncio.create_task(self._run(call, directory), name=f"call {call.id}")
         self._tasks[call.id] = task
         task.add_done_callback(lambda _: self._forget(call.id))
+
+    @staticmethod
+    async def _run(call: Call, directory: CallDirectory | None) -> None:
+        try:
+            await call.run()
+        finally:
+            if directory is not None:
+                await directory.release(call.id)
 
     def _forget(self, call_id: str) -> None:
         self._calls.pop(call_id, None)

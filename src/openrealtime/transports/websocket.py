@@ -18,15 +18,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
-import string
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from urllib.parse import urlencode
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from openrealtime import metrics
 from openrealtime.auth import (
     AuthError,
     Credential,
@@ -34,6 +34,7 @@ from openrealtime.auth import (
     authenticate,
     token_from_authorization,
 )
+from openrealtime.core.ids import random_base62
 from openrealtime.logging_setup import SessionLogger
 from openrealtime.protocol.errors import ErrorType, ProtocolError
 from openrealtime.runtime.lifecycle import SHUTDOWN_MESSAGE
@@ -97,7 +98,6 @@ later")."""
 _MAX_REASON_BYTES = 123
 """RFC 6455 §5.5: a close frame's reason fits in 123 bytes."""
 
-_BASE62 = string.ascii_letters + string.digits
 _ID_LEN = 21
 
 _MISSING_MODEL = (
@@ -112,11 +112,11 @@ _BETA_DISABLED = (
 
 def new_event_id() -> str:
     """Return a fresh server event id, ``event_`` plus 21 base62 characters (spec §2.1)."""
-    return "event_" + "".join(secrets.choice(_BASE62) for _ in range(_ID_LEN))
+    return "event_" + random_base62(_ID_LEN)
 
 
 def _new_session_label() -> str:
-    return "sess_" + "".join(secrets.choice(_BASE62) for _ in range(_ID_LEN))
+    return "sess_" + random_base62(_ID_LEN)
 
 
 def _error_event_json(
@@ -504,6 +504,7 @@ async def realtime_websocket_endpoint(websocket: WebSocket) -> None:
         _log.info(
             "refused %s: %s (close %d)", _client(websocket), result.close_reason, result.close_code
         )
+        metrics.ERRORS.labels(result.code or "none").inc()
         await _reject(transport, result.event_json(), result.close_code, result.close_reason)
         return
 
@@ -541,13 +542,19 @@ async def realtime_websocket_endpoint(websocket: WebSocket) -> None:
 async def _serve_sideband(
     websocket: WebSocket, transport: StarletteWebSocketTransport, call_id: str
 ) -> None:
-    """Attach to a live WebRTC call (spec §1.4); an unknown call gets ``call_not_found``."""
+    """Attach to a live WebRTC call (spec §1.4); an unknown call gets ``call_not_found``.
+
+    A call this process does not hold but another one owns (``--redis-url``) is reached
+    through :func:`_relay_sideband`.
+    """
     from openrealtime.transports.webrtc import serve_sideband
 
     try:
         attached = await serve_sideband(websocket.app, transport, call_id)
     except TransportClosed:
         attached = True
+    if not attached:
+        attached = await _relay_sideband(websocket, transport, call_id)
     if not attached:
         rejection = _request_error("call_not_found", f"No active call with id '{call_id}'.")
         _log.info("refused %s: no call %s (close %d)", _client(websocket), call_id, CLOSE_REQUEST)
@@ -556,6 +563,188 @@ async def _serve_sideband(
         )
         return
     await transport.close(1000)
+
+
+# --------------------------------------------------------------------------- sideband relay
+
+CLOSE_OWNER_LOST = 1014
+"""Close code of a relayed sideband whose call's owner vanished (RFC 6455 "bad gateway": the
+server acted as a gateway and lost the upstream). openai-python does not reconnect on it."""
+
+RELAY_OPEN_TIMEOUT_S = 5.0
+"""Most seconds the owner may take to accept a relayed sideband."""
+
+RELAY_PING_INTERVAL_S = 1.0
+"""Keepalive pings on the relay's connection to the owner: a machine that vanished without
+closing its sockets is noticed within :data:`RELAY_PING_TIMEOUT_S` more seconds."""
+
+RELAY_PING_TIMEOUT_S = 3.0
+"""Seconds without a pong after which the owner counts as lost."""
+
+_OWNER_LOST = (
+    "The server holding call '{call_id}' stopped answering; the call is lost. Start a new call."
+)
+
+
+@dataclass(frozen=True)
+class RelayEnd:
+    """How a relayed sideband ended (:func:`relay_websocket`)."""
+
+    reached: bool
+    """Whether the owner accepted the connection at all."""
+    client_left: bool = False
+    """The client closed (or stopped reading) first."""
+    owner_lost: bool = False
+    """The owner's connection died without a close frame (it crashed, or stopped answering
+    keepalive pings)."""
+    close_code: int | None = None
+    """The owner's close code, when it closed (e.g. 1000 as the call ended, 4000 for
+    ``call_not_found``)."""
+    close_reason: str = ""
+    """The owner's close reason."""
+
+
+async def relay_websocket(
+    client: Transport, upstream_url: str, headers: dict[str, str]
+) -> RelayEnd:
+    """Relay a client WebSocket to ``upstream_url``, frame by frame both ways, until one ends.
+
+    One task reads each direction and writes every frame before reading the next, so nothing
+    is dropped or reordered, and a side that stops reading stops the other (the client's own
+    send timeout then closes it with 1008, as for a direct sideband). The caller closes the
+    client's side with what the returned :class:`RelayEnd` says.
+
+    Args:
+        client: the accepted client connection.
+        upstream_url: ``ws://owner/v1/realtime?call_id=…``.
+        headers: sent with the upstream handshake (the client's credential, the relay mark).
+
+    Returns:
+        How it ended; ``reached=False`` when the owner could not be connected to.
+    """
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+    try:
+        upstream = await connect(
+            upstream_url,
+            additional_headers=headers,
+            open_timeout=RELAY_OPEN_TIMEOUT_S,
+            ping_interval=RELAY_PING_INTERVAL_S,
+            ping_timeout=RELAY_PING_TIMEOUT_S,
+            close_timeout=1.0,
+            max_size=None,  # the owner already bounded what its client may send
+            compression=None,  # a hop inside the cluster: no CPU spent on deflate
+        )
+    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        _log.info("relay to %s failed: %r", upstream_url.split("?")[0], exc)
+        return RelayEnd(reached=False)
+
+    async def downstream() -> RelayEnd:
+        """Owner → client, until the owner closes (or is lost)."""
+        try:
+            async for message in upstream:
+                text = message if isinstance(message, str) else message.decode(errors="replace")
+                await client.send_text(text)
+        except ConnectionClosed:
+            pass
+        except TransportClosed:
+            return RelayEnd(reached=True, client_left=True)
+        received = upstream.protocol.close_rcvd
+        if received is None:
+            return RelayEnd(reached=True, owner_lost=True)
+        return RelayEnd(reached=True, close_code=received.code, close_reason=received.reason)
+
+    async def upward() -> None:
+        """Client → owner, until the client leaves or the owner's side is closed."""
+        try:
+            while (message := await client.receive()) is not None:
+                await upstream.send(message)
+        except ConnectionClosed:
+            await asyncio.Event().wait()  # downstream() says why; it ends this task
+
+    down = asyncio.create_task(downstream())
+    up = asyncio.create_task(upward())
+    try:
+        await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+        if down.done():
+            end = down.result()
+        else:  # the client left
+            end = RelayEnd(reached=True, client_left=True)
+    finally:
+        for task in (down, up):
+            task.cancel()
+        await asyncio.gather(down, up, return_exceptions=True)
+        await upstream.close()
+    return end
+
+
+async def _relay_sideband(
+    websocket: WebSocket, transport: StarletteWebSocketTransport, call_id: str
+) -> bool:
+    """Reach a call another process owns through the shared call directory (``--redis-url``).
+
+    The sideband is relayed to the owner's private listener with the client's own key (the
+    owner authenticates it as usual); the owner's close code is passed on. When the owner's
+    connection dies the client gets an ``error`` (``call_owner_lost``) and close
+    :data:`CLOSE_OWNER_LOST`.
+
+    Returns:
+        ``False`` when no process holds the call (or its owner cannot be reached, so the call
+        is gone): the caller answers ``call_not_found``. ``True`` when the connection was
+        served here.
+    """
+    from openrealtime.transports.call_directory import (
+        FORWARDED_HEADER,
+        DirectoryUnavailable,
+        call_directory,
+    )
+
+    directory = call_directory(websocket.app)
+    if directory is None or websocket.headers.get(FORWARDED_HEADER):
+        return False  # a relayed request is served from this process's calls only
+    try:
+        owner = await directory.owner(call_id)
+    except DirectoryUnavailable as exc:
+        _log.warning("sideband of %s: %s", call_id, exc)
+        await _reject(
+            transport,
+            _error_event_json(
+                "call_directory_unavailable",
+                "The call directory (Redis) did not answer; try again.",
+                error_type="server_error",
+            ),
+            CLOSE_TRY_AGAIN,
+            "call directory unavailable",
+        )
+        return True
+    if owner is None or owner == directory.url:
+        return False
+    headers = {FORWARDED_HEADER: "1"}
+    key = _presented_key(websocket.headers, list(websocket.scope.get("subprotocols", [])))
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    upstream = owner.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    url = f"{upstream}{REALTIME_PATH}?{urlencode({'call_id': call_id})}"
+    _log.info("sideband of %s for %s: relayed to %s", call_id, _client(websocket), owner)
+    end = await relay_websocket(transport, url, headers)
+    if not end.reached:
+        _log.info("sideband of %s: its owner %s is unreachable", call_id, owner)
+        return False
+    if end.owner_lost:
+        _log.warning("sideband of %s: lost its owner %s", call_id, owner)
+        await _reject(
+            transport,
+            _error_event_json(
+                "call_owner_lost", _OWNER_LOST.format(call_id=call_id), error_type="server_error"
+            ),
+            CLOSE_OWNER_LOST,
+            "call owner lost",
+        )
+    elif end.close_code is not None:
+        await transport.close(end.close_code, end.close_reason)
+    _log.info("relayed sideband of %s ended", call_id)
+    return True
 
 
 async def _reject(
