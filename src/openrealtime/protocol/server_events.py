@@ -12,9 +12,10 @@ from openrealtime.protocol.base import WireModel
 
 
 class ServerEvent(WireModel):
-    """Every server event carries an ``event_id`` (spec §2.1)."""
+    """Every server event carries an ``event_id`` and its ``type`` (spec §2.1)."""
 
     event_id: str
+    type: str
 
 
 class Error(ServerEvent):

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+from openrealtime import metrics
 from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.audio.resample import StreamResampler, resample
 from openrealtime.backends.base import (
@@ -28,6 +30,7 @@ from openrealtime.backends.base import (
 from openrealtime.backends.errors import BackendError
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import EvaluateTurn, Generate, Transcribe
+from openrealtime.metrics import elapsed_since
 from openrealtime.protocol.codec import valid_text
 
 log = logging.getLogger(__name__)
@@ -158,9 +161,12 @@ async def run_turn_evaluation(command: EvaluateTurn, engines: Engines, emit: Emi
     if engines.turn is not None:
         try:
             pcm = resample(command.pcm16, SESSION_RATE, engines.turn.sample_rate)
+            started = time.perf_counter()
             probability = await engines.turn.completion_probability(pcm)
+            metrics.ENGINE_SECONDS.labels("turn", "total").observe(elapsed_since(started))
         except Exception:
             log.exception("turn model failed; ending the turn")
+            metrics.ENGINE_FAILURES.labels("turn", "server_error").inc()
     await emit(be.TurnEvaluated(command.item_id, probability))
 
 
@@ -168,6 +174,7 @@ async def run_transcription(command: Transcribe, engines: Engines, emit: Emit) -
     """Transcribe one user item; always ends with Completed or Failed."""
     stt = engines.stt
     request = _transcription_request(command, engines)
+    started = time.perf_counter()
     try:
         final: TranscriptFinal | None = None
         async with closing(stt.transcribe(request)) as events:
@@ -179,11 +186,14 @@ async def run_transcription(command: Transcribe, engines: Engines, emit: Emit) -
         if final is None:
             raise BackendError("the STT engine returned no final transcript")
         text = valid_text(final.text)
+        metrics.ENGINE_SECONDS.labels("stt", "total").observe(elapsed_since(started))
         await emit(be.TranscriptionCompleted(command.item_id, text, final.audio_seconds))
     except BackendError as exc:
+        metrics.ENGINE_FAILURES.labels("stt", exc.code).inc()
         await emit(be.TranscriptionFailed(command.item_id, exc.code, exc.message))
     except Exception as exc:  # an engine bug must not kill the session
         log.exception("transcription engine crashed")
+        metrics.ENGINE_FAILURES.labels("stt", "server_error").inc()
         await emit(be.TranscriptionFailed(command.item_id, "server_error", str(exc) or repr(exc)))
 
 
@@ -191,12 +201,19 @@ async def transcript_of(command: Transcribe, engines: Engines) -> str | None:
     """The final transcript of ``command``'s audio, emitting nothing; None if it failed."""
     stt = engines.stt
     request = _transcription_request(command, engines)
+    started = time.perf_counter()
     try:
         async with closing(stt.transcribe(request)) as events:
             finals = [event async for event in events if isinstance(event, TranscriptFinal)]
-    except Exception:  # a failed peek only means no prepared answer
+    except BackendError as exc:  # a failed peek only means no prepared answer
+        metrics.ENGINE_FAILURES.labels("stt", exc.code).inc()
         log.debug("transcribing the speech so far failed", exc_info=True)
         return None
+    except Exception:
+        metrics.ENGINE_FAILURES.labels("stt", "server_error").inc()
+        log.debug("transcribing the speech so far failed", exc_info=True)
+        return None
+    metrics.ENGINE_SECONDS.labels("stt", "total").observe(elapsed_since(started))
     return finals[-1].text.strip() if finals else None
 
 
@@ -235,11 +252,16 @@ async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
     request = command.request
     chunker = ClauseChunker()
     speak = command.modality == "audio"
+    engine = "llm"  # the engine at work if a failure comes (for the failure metric)
+    started = time.perf_counter()
 
     async def say(clauses: list[str]) -> None:
+        nonlocal engine
         for clause in clauses:
             await emit(be.ResponseText(rid, clause))
+            engine = "tts"
             await _synthesize(clause, command, engines, emit)
+            engine = "llm"
 
     try:
         done: GenerationDone | None = None
@@ -248,6 +270,7 @@ async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
             async for event in events:
                 if first:
                     first = False
+                    metrics.ENGINE_SECONDS.labels("llm", "first").observe(elapsed_since(started))
                     await emit(be.ResponseFirstToken(rid))
                 match event:  # engine text made valid Unicode here, whatever the engine
                     case TextChunk():
@@ -265,6 +288,7 @@ async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
                         done = event
         if done is None:
             raise BackendError("the LLM engine ended without finishing its answer")
+        metrics.ENGINE_SECONDS.labels("llm", "total").observe(elapsed_since(started))
         await say(chunker.flush())
         await emit(
             be.ResponseGenerated(
@@ -272,9 +296,11 @@ async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
             )
         )
     except BackendError as exc:
+        metrics.ENGINE_FAILURES.labels(engine, exc.code).inc()
         await emit(be.ResponseFailed(rid, exc.code, exc.message))
     except Exception as exc:  # an engine bug must not kill the session
         log.exception("response engine crashed")
+        metrics.ENGINE_FAILURES.labels(engine, "server_error").inc()
         await emit(be.ResponseFailed(rid, "server_error", str(exc) or repr(exc)))
 
 
@@ -282,11 +308,17 @@ async def _synthesize(text: str, command: Generate, engines: Engines, emit: Emit
     tts = engines.tts
     resampler = StreamResampler(tts.sample_rate, SESSION_RATE)
     request = SynthesisRequest(text=text.strip(), voice=command.voice, speed=command.speed)
+    started = time.perf_counter()
+    first = True
     async with closing(tts.synthesize(request)) as chunks:
         async for pcm in chunks:
+            if first:
+                first = False
+                metrics.ENGINE_SECONDS.labels("tts", "first").observe(elapsed_since(started))
             out = resampler.process(pcm)
             if out:
                 await emit(be.ResponseAudio(command.response_id, out))
+    metrics.ENGINE_SECONDS.labels("tts", "total").observe(elapsed_since(started))
     tail = resampler.flush()
     if tail:
         await emit(be.ResponseAudio(command.response_id, tail))
