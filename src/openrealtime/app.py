@@ -184,6 +184,7 @@ def create_app(
             loaded, watch = await _start_engines(config, lifecycle)
         app.state.services = Services(config=config, engines=loaded, lifecycle=lifecycle)
         lag = asyncio.create_task(metrics.monitor_loop_lag(), name="loop-lag")
+        metrics.forget_dead_workers()
         # What start-up allocated (modules, models, engines) lives as long as the process: out
         # of the collector's full passes, which then take ~14 ms instead of 35-55 ms under
         # load (docs/benchmarks.md, "Load").

@@ -45,6 +45,7 @@ __all__ = [
     "TURN_STAGE_SECONDS",
     "VAD_BATCH",
     "client_event",
+    "forget_dead_workers",
     "monitor_loop_lag",
     "observe_turn",
     "render",
@@ -151,6 +152,29 @@ def worker_exited(pid: int) -> None:
     """A worker process is gone: drop its live gauges (multiprocess mode only)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         _multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def forget_dead_workers() -> None:
+    """Drop the live gauges of workers that died (a worker calls it as it starts).
+
+    uvicorn's supervisor restarts a dead worker without telling anyone; the new worker clears
+    what its dead predecessors left, so ``sessions_open`` does not count their sessions.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory or not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        stem = name.removesuffix(".db")
+        pid_text = stem.rsplit("_", 1)[-1]
+        if not name.startswith("gauge_live") or not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            worker_exited(pid)
+        except PermissionError:  # alive, someone else's
+            pass
 
 
 async def monitor_loop_lag(interval: float = 0.5) -> None:

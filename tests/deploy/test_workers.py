@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -44,17 +45,24 @@ def workers_of(server: CliServer, count: int, wait_s: float = 30.0) -> list[psut
         workers = [
             child
             for child in psutil.Process(server.process.pid).children()
-            if "spawn_main" in " ".join(child.cmdline())
-            and any(
-                c.status == psutil.CONN_LISTEN and c.laddr.port != server.port
-                for c in child.net_connections(kind="tcp")
-            )
+            if _listening_worker(child, server.port)
         ]
         if len(workers) == count:
             return workers
         if time.monotonic() > deadline:
             raise AssertionError(f"{len(workers)} of {count} workers up: {server.log_text()}")
         time.sleep(0.1)
+
+
+def _listening_worker(child: psutil.Process, port: int) -> bool:
+    """Whether ``child`` is a live worker listening on its private port."""
+    try:
+        return "spawn_main" in " ".join(child.cmdline()) and any(
+            c.status == psutil.CONN_LISTEN and c.laddr.port != port
+            for c in child.net_connections(kind="tcp")
+        )
+    except psutil.Error:  # gone, or a zombie the supervisor has not reaped yet
+        return False
 
 
 def holder(workers: list[psutil.Process], ws: ClientConnection) -> int:
@@ -111,6 +119,23 @@ async def test_sessions_spread_over_the_workers_and_secrets_open_sessions_on_any
                 event = check_event(await ws.recv())
             assert event["type"] == "input_audio_buffer.cleared"
             await ws.close()
+
+        # /metrics adds up every worker's values (prometheus_client's multiprocess mode),
+        # whichever worker answers the scrape.
+        for _ in range(4):
+            async with httpx.AsyncClient(base_url=server.base) as http:
+                scraped = await http.get("/metrics")
+            assert scraped.status_code == 200
+            totals = {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(scraped.text)
+                for sample in family.samples
+            }
+            started = totals[("openrealtime_sessions_total", (("transport", "websocket"),))]
+            cleared = totals[
+                ("openrealtime_client_events_total", (("type", "input_audio_buffer.clear"),))
+            ]
+            assert started == 24 and cleared == 24, (started, cleared)
 
         # One secret, minted by whichever worker took the request, opens sessions on both.
         session = {"type": "realtime", "instructions": "from the secret"}
@@ -219,3 +244,36 @@ def test_worker_and_call_flags_reach_the_config(
     assert "refused by the other instances" in caplog.text
     # A wildcard private listener needs the address others reach it at.
     assert cli.main(argv[:-2]) == 2
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_a_worker_killed_with_open_sessions_leaves_no_ghost_sessions_in_metrics(
+    tmp_path: Path, redis_url: str
+) -> None:
+    args = (*FAKE_ENGINES, "--workers", "2", "--redis-url", redis_url)
+    open_key = ("openrealtime_sessions_open", (("transport", "websocket"),))
+    with cli_server(*args, log_dir=tmp_path) as server:
+        workers = workers_of(server, 2)
+        sessions = [await open_session(server.base) for _ in range(12)]
+        held = [holder(workers, ws) for ws in sessions]
+        victim = held[0]
+        survivors = [ws for ws, pid in zip(sessions, held, strict=True) if pid != victim]
+        psutil.Process(victim).kill()
+        workers_of(server, 2)  # the supervisor started a new one
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            async with httpx.AsyncClient(base_url=server.base) as http:
+                value = _samples((await http.get("/metrics")).text).get(open_key, -1)
+            if value == len(survivors):
+                break
+            assert time.monotonic() < deadline, f"sessions_open {value}, {len(survivors)} alive"
+            await asyncio.sleep(0.2)
+        for ws in sessions:
+            await ws.close()
