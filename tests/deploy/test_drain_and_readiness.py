@@ -14,14 +14,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from tests.conformance._error_helpers import check_event
 from tests.helpers.cli_server import FAKE_ENGINES, cli_server, free_port
+from tests.helpers.ws import rest_of
 
 FAST = {"OPENREALTIME_ENGINE_PROBE_SECONDS": "0.3"}
 
@@ -30,19 +29,6 @@ async def _open(base: str) -> ClientConnection:
     ws = await connect(base.replace("http://", "ws://") + "/v1/realtime?model=gpt-realtime")
     assert check_event(await ws.recv())["type"] == "session.created"
     return ws
-
-
-async def _rest_of(ws: ClientConnection, wait_s: float = 20.0) -> tuple[list[dict[str, Any]], int]:
-    """Every event until the server closes, and its close code."""
-    events: list[dict[str, Any]] = []
-    try:
-        async with asyncio.timeout(wait_s):
-            while True:
-                events.append(check_event(await ws.recv()))
-    except ConnectionClosed as closed:
-        assert closed.rcvd is not None, "closed without a close frame"
-        return events, closed.rcvd.code
-    raise AssertionError("unreachable")
 
 
 async def _slow_llm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -152,13 +138,13 @@ async def _drain_scenario(tmp_path: Path, llm_url: str) -> None:
             assert (await http.get("/healthz")).status_code == 200
         # A new session is refused, with a reason.
         late = await connect(server.base.replace("http://", "ws://") + "/v1/realtime?model=x")
-        events, code = await _rest_of(late)
+        events, code = await rest_of(late)
         assert code == 1013 and [e["error"]["code"] for e in events] == ["server_shutting_down"]
         # A session that leaves by itself during the drain just leaves.
         await finished.close()
         # The others go on until the drain ends, then get the error and a close.
-        idle_events, idle_code = await _rest_of(idle)
-        busy_events, busy_code = await _rest_of(busy)
+        idle_events, idle_code = await rest_of(idle)
+        busy_events, busy_code = await rest_of(busy)
         waited = time.monotonic() - signalled
         assert 1.3 < waited < 6, waited
         assert idle_code == busy_code == 1001

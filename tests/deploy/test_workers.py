@@ -15,19 +15,18 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from openrealtime.config import Config
 from tests.conformance._error_helpers import check_event
 from tests.helpers.cli_server import FAKE_ENGINES, CliServer, cli_server
 from tests.helpers.redis_server import redis_server
+from tests.helpers.ws import rest_of
 
 WAIT_S = 10.0
 
@@ -89,18 +88,6 @@ async def open_session(
     if instructions is not None:
         assert created["session"]["instructions"] == instructions
     return ws
-
-
-async def rest_of(ws: ClientConnection) -> tuple[list[dict[str, Any]], int]:
-    """Every event until the server closes, and its close code."""
-    events: list[dict[str, Any]] = []
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while True:
-                events.append(check_event(await ws.recv()))
-    except ConnectionClosed as closed:
-        assert closed.rcvd is not None, "closed without a close frame"
-        return events, closed.rcvd.code
 
 
 async def test_sessions_spread_over_the_workers_and_secrets_open_sessions_on_any(
