@@ -377,6 +377,13 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         "--internal-host; required when that is 0.0.0.0 or ::)",
     )
     p.add_argument(
+        "--echo-cancellation",
+        choices=("on", "off"),
+        help="cancel the echo of the assistant's own audio in the input, from what the server "
+        "sent (WebSocket) or played (WebRTC), before VAD, turn model and STT hear it "
+        f"(env {_env('echo_cancellation')}; default {'on' if d.echo_cancellation else 'off'})",
+    )
+    p.add_argument(
         "--drain-seconds",
         type=float,
         metavar="SECONDS",
@@ -452,6 +459,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             handshake_timeout=args.handshake_timeout,
             shutdown_timeout=args.shutdown_timeout,
             drain_seconds=args.drain_seconds,
+            echo_cancellation=None
+            if args.echo_cancellation is None
+            else args.echo_cancellation == "on",
             workers=args.workers,
             redis_url=args.redis_url,
             internal_host=args.internal_host,

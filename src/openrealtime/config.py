@@ -136,6 +136,10 @@ class Config:
     turn_model_path: str | None = None
     """A local Smart Turn ONNX file to use instead of the cached pinned one."""
 
+    echo_cancellation: bool = True
+    """Cancel the echo of the assistant's own audio in every session's input (WebRTC's AEC3,
+    fed with what the server sent or played), so a speakerphone does not interrupt itself."""
+
     llm_model_path: str | None = None
     """A local GGUF file for ``--llm llamacpp`` instead of the cached SmolLM2-135M-Instruct."""
 

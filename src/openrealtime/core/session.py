@@ -43,6 +43,7 @@ from openrealtime.core.input_buffer import (
     InputAudioBuffer,
     decode_base64_audio,
 )
+from openrealtime.core.input_processing import InputProcessor
 from openrealtime.core.latency import ArrivalClock, TurnLatency
 from openrealtime.core.output import ResponseWriter
 from openrealtime.core.playback import OutputAudioBuffer
@@ -130,6 +131,7 @@ class RealtimeSession:
         session_id: str | None = None,
         turn_model: bool = False,
         playback: bool = False,
+        input_processor: InputProcessor | None = None,
     ) -> None:
         self.kind = kind
         self.ids = ids
@@ -161,6 +163,8 @@ class RealtimeSession:
         self._buffer = InputAudioBuffer(self.limits.max_buffer_bytes)
         self._decoder: InputDecoder | None = None
         """Wire input format -> session audio; kept across appends (the resampler's state)."""
+        self._processor = input_processor
+        """Echo cancellation and noise reduction of all input, before anything else sees it."""
         self._vad = ServerVadDetector(0.5, 0)
         self._speech_item_id: str | None = None
         self._speech_start_sample = 0
@@ -172,6 +176,7 @@ class RealtimeSession:
         self._speculating: str | None = None
         """The user item whose answer the runtime is preparing during a pause (see Speculate)."""
         self._configure_vad()
+        self._configure_input()
         # responses
         self._responses: dict[str, ResponseRun] = {}
         self._default_response: str | None = None
@@ -308,6 +313,8 @@ class RealtimeSession:
                 item = self.conversation.retrieve(event.item_id, self._wire_audio)
                 self._emit(se.ConversationItemRetrieved, item=item)
             case ce.ConversationItemTruncate():
+                if self._processor is not None and self._playback is None:
+                    self._processor.drop_far_end()  # the client stopped playing (spec §5.7)
                 self.conversation.truncate(event.item_id, event.content_index, event.audio_end_ms)
                 self._emit(
                     se.ConversationItemTruncated,
@@ -370,6 +377,7 @@ class RealtimeSession:
                 )
         self.config = new
         self._configure_vad()
+        self._configure_input()
         self._emit(se.SessionUpdated, session=self._session_payload())
 
     def _turn_detection(self) -> Any:
@@ -393,6 +401,11 @@ class RealtimeSession:
         else:
             threshold, silence_ms = 0.5, semantic.FALLBACK_SILENCE_MS[td.eagerness]
         self._vad.reconfigure(threshold, silence_ms * SESSION_RATE // 1000)
+
+    def _configure_input(self) -> None:
+        if self._processor is not None:
+            nr = self.config.audio.input.noise_reduction
+            self._processor.set_noise_reduction(nr.type if nr is not None else None)
 
     def _require_realtime(self, what: str) -> None:
         if self.kind != "realtime":
@@ -442,6 +455,8 @@ class RealtimeSession:
         if self._decoder is not None:
             tail, self._decoder = self._decoder.flush(), None
             self._append_audio(tail)
+        if self._processor is not None:
+            self._store_audio(self._processor.flush())
 
     def _too_big(self) -> ProtocolError:
         mib = self.limits.max_append_bytes / (1024 * 1024)
@@ -452,6 +467,11 @@ class RealtimeSession:
         )
 
     def _append_audio(self, pcm: bytes, event_id: str | None = None) -> None:
+        if self._processor is not None:
+            pcm = self._processor.process(pcm, self.now_ms)
+        self._store_audio(pcm, event_id)
+
+    def _store_audio(self, pcm: bytes, event_id: str | None = None) -> None:
         if not pcm:
             return
         self._arrivals.mark(self._buffer.written + len(pcm) // BYTES_PER_SAMPLE, self.now_ms)
@@ -674,6 +694,8 @@ class RealtimeSession:
                 self._cancel(self._responses[self._default_response], "turn_detected")
             if self._playback is not None:  # barge-in: cut what is playing (spec §5.7)
                 self._playback.clear()
+            elif self._processor is not None:
+                self._processor.drop_far_end()  # the client stops its playback on this event
 
     def _speech_stopped(self, sample: int) -> None:
         item_id = self._speech_item_id or self.ids.new("item")
@@ -997,6 +1019,8 @@ class RealtimeSession:
         if (run := self._active(event.response_id)) is not None:
             self._stamp_first_output(run.id)
             self._writer.audio(run, event)
+            if self._playback is None and self._processor is not None and run.modality == "audio":
+                self._processor.far_end(event.pcm16, self.now_ms)  # what the client will play
 
     def _on_first_token(self, event: be.ResponseFirstToken) -> None:
         record = self._turn_latency.get(event.response_id)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from openrealtime import metrics
 from openrealtime.audio.pcm import SESSION_RATE
+from openrealtime.audio.processing import VoiceProcessor
 from openrealtime.backends.base import Engines, StreamingSpeechToText, VadStream
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import (
@@ -153,6 +154,8 @@ class SessionDriver:
         self.transport = transport
         self.request = request
         self.engines = services.engines
+        self._processor = VoiceProcessor(echo_cancellation=config.echo_cancellation)
+        """Echo cancellation and noise reduction of the input (in the core, before its VAD)."""
         self.session = RealtimeSession(
             request.kind,
             request.model,
@@ -169,6 +172,7 @@ class SessionDriver:
             session_id=request.session_label or None,
             turn_model=self.engines.turn is not None,
             playback=media is not None,
+            input_processor=self._processor,
         )
         self.log = SessionLogger(log, self.session.id)
         self._media = media
@@ -178,6 +182,8 @@ class SessionDriver:
         """Latency records of responses whose first audio is queued but not yet played."""
         if media is not None:
             media.playback.notify = self._deliver_playback
+            processor = self._processor
+            media.playback.on_played = lambda frame: processor.far_end(frame, wall_ms())
         self._vad: VadStream = self.engines.vad.open_stream()
         self._inbox: asyncio.Queue[_Inbox] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None

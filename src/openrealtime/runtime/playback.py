@@ -59,6 +59,9 @@ class PlaybackBuffer:
 
     def __init__(self, notify: Notify | None = None) -> None:
         self.notify = notify
+        self.on_played: Callable[[bytes], None] | None = None
+        """Receives every frame that carried assistant audio, as it is read for sending (the
+        far end of the session's echo canceller)."""
         self._queue: deque[_Chunk | _End] = deque()
         self._responses: dict[str, _Response] = {}
         self._queued_bytes = 0
@@ -142,9 +145,13 @@ class PlaybackBuffer:
             self._queued_bytes -= take
             if head.offset >= len(head.pcm16):
                 self._queue.popleft()
+        played = len(out)
         if len(out) < nbytes:
             out += bytes(nbytes - len(out))
-        return bytes(out)
+        frame = bytes(out)
+        if played and self.on_played is not None:
+            self.on_played(frame)
+        return frame
 
     def _report(self, event: be.BackendEvent) -> None:
         if self.notify is not None:

@@ -1,0 +1,210 @@
+"""Echo cancellation and noise suppression of a session's input (WebRTC's audio processing module).
+
+:class:`VoiceProcessor` is the :class:`~openrealtime.core.input_processing.InputProcessor` the
+server gives every realtime session. It runs WebRTC's audio processing module (APM) as shipped in
+the ``livekit`` real-time SDK's manylinux wheel (``livekit.rtc.AudioProcessingModule``): AEC3
+for echo, its noise suppressor, high-pass filter and adaptive gain; the choice and its
+measurements are in docs/decisions.md ("Echo and noise") and docs/benchmarks.md.
+
+**The far end.** An echo canceller needs what the loudspeaker played, in step with what the
+microphone heard. The processor keeps the assistant's audio in a queue and hands the canceller
+10 ms of it for every 10 ms of input it cleans, so the far end advances with the microphone:
+
+* over the WebSocket the session pushes every audio delta it sends; the client plays them in
+  real time from about when they arrive, so the queue, consumed at the microphone's pace, is
+  the client's playback; what remains (network, the client's buffers and sound card) is a
+  delay AEC3's own estimator finds (tested up to 400 ms);
+* over WebRTC the runtime pushes each frame the call's track actually sent, in real time, so the
+  queue stays a few frames long.
+
+The queue follows the wall clock too: audio that should have been played long ago (a client that
+stopped sending microphone audio while the assistant spoke) is dropped, so a later turn is never
+compared with a stale answer. Barge-in and truncation empty it (the client stopped playing).
+
+**Cost.** The canceller runs only while there is far-end audio and for a short tail after it
+(echo still arriving); the suppressor runs while ``noise_reduction`` is set. Otherwise the audio
+goes through untouched, so sessions that play nothing pay nothing (about 70 µs per 10 ms for the
+canceller, 24 µs for the suppressor, at 24 kHz on this machine).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any, Literal
+
+NoiseReductionType = Literal["near_field", "far_field"] | None
+
+RATE = 24_000
+FRAME_SAMPLES = RATE // 100
+FRAME_BYTES = FRAME_SAMPLES * 2
+"""The APM processes 10 ms frames."""
+ECHO_TAIL_FRAMES = 150
+"""Frames (1.5 s) the canceller keeps running after the far end went quiet: the echo of its
+last samples arrives up to the delay later, and AEC3 keeps its filter warm meanwhile."""
+MAX_FAR_LAG_MS = 1_000
+"""Far-end audio older than this (by the wall clock) is no longer in the room: dropped."""
+
+log = logging.getLogger(__name__)
+
+
+def _apm(**flags: bool) -> Any:
+    from livekit import rtc  # noqa: PLC0415 - loads a native library; only when needed
+
+    return rtc.AudioProcessingModule(**flags)
+
+
+def _frame(data: bytearray) -> Any:
+    from livekit import rtc  # noqa: PLC0415
+
+    return rtc.AudioFrame(data, RATE, 1, FRAME_SAMPLES)
+
+
+class _FarEnd:
+    """Assistant audio waiting to reach the microphone, as a queue paced by the input."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0
+        self.queued = 0
+        """Bytes waiting."""
+        self._ends_ms = 0
+        """Wall time at which the queued audio will have finished playing."""
+
+    def push(self, pcm16: bytes, now_ms: int) -> None:
+        if not pcm16:
+            return
+        self._chunks.append(pcm16)
+        self.queued += len(pcm16)
+        self._ends_ms = max(self._ends_ms, now_ms) + len(pcm16) // (2 * RATE // 1000)
+
+    def take(self, nbytes: int) -> bytearray:
+        """The next ``nbytes`` of far-end audio, padded with silence."""
+        out = bytearray()
+        while self._chunks and len(out) < nbytes:
+            head = self._chunks[0]
+            part = head[self._offset : self._offset + nbytes - len(out)]
+            out += part
+            self._offset += len(part)
+            if self._offset >= len(head):
+                self._chunks.popleft()
+                self._offset = 0
+        self.queued -= len(out)
+        if len(out) < nbytes:
+            out += bytes(nbytes - len(out))
+        return out
+
+    def catch_up(self, now_ms: int) -> None:
+        """Drop audio that, by the wall clock, finished playing more than a second ago."""
+        behind_ms = self.queued // (2 * RATE // 1000) - (self._ends_ms - now_ms)
+        if behind_ms > MAX_FAR_LAG_MS:
+            self.skip((behind_ms - MAX_FAR_LAG_MS // 2) * (2 * RATE // 1000))
+
+    def skip(self, nbytes: int) -> None:
+        nbytes = min(nbytes - nbytes % 2, self.queued)
+        while nbytes > 0 and self._chunks:
+            head = self._chunks[0]
+            step = min(nbytes, len(head) - self._offset)
+            self._offset += step
+            nbytes -= step
+            self.queued -= step
+            if self._offset >= len(head):
+                self._chunks.popleft()
+                self._offset = 0
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._offset = 0
+        self.queued = 0
+
+
+class VoiceProcessor:
+    """Echo cancellation (from what the server played) and optional noise suppression.
+
+    Args:
+        echo_cancellation: run the canceller while there is far-end audio (the server's
+            ``--echo-cancellation``); off, far-end audio is ignored.
+    """
+
+    def __init__(self, *, echo_cancellation: bool = True) -> None:
+        self.echo_cancellation = echo_cancellation
+        self._far = _FarEnd()
+        self._aec: Any = None
+        """The canceller's APM, created with the first far-end audio and kept (its filter
+        converges over the session)."""
+        self._ns: Any = None
+        self._noise: NoiseReductionType = None
+        self._tail = 0
+        """Frames left to cancel after the far-end queue ran dry."""
+        self._pending = b""
+        """Input short of one frame, held back while processing."""
+        self.frames_cancelled = 0
+        self.frames_suppressed = 0
+
+    # ------------------------------------------------------------------ InputProcessor
+
+    def set_noise_reduction(self, kind: NoiseReductionType) -> None:
+        """Run the suppressor for ``near_field`` or ``far_field`` (plus gain), none for ``None``."""
+        if kind == self._noise:
+            return
+        self._noise = kind
+        if kind is None:
+            self._ns = None
+            return
+        # near_field: a close microphone; far_field: a distant one (laptop, conference
+        # room), which also gets the adaptive digital gain.
+        self._ns = _apm(
+            noise_suppression=True, high_pass_filter=True, auto_gain_control=kind == "far_field"
+        )
+
+    def far_end(self, pcm16: bytes, now_ms: int) -> None:
+        """Queue assistant audio the microphone may hear back (ignored without cancellation)."""
+        if self.echo_cancellation:
+            self._far.push(pcm16, now_ms)
+
+    def drop_far_end(self) -> None:
+        """Forget queued far-end audio: the client stopped playing it."""
+        self._far.clear()
+
+    def process(self, pcm16: bytes, now_ms: int) -> bytes:
+        """Clean input audio in 10 ms frames; returns what is ready (holds back < 10 ms)."""
+        if self._far.queued:
+            self._far.catch_up(now_ms)
+            self._tail = ECHO_TAIL_FRAMES
+        if not self._active():
+            if not self._pending:
+                return pcm16
+            data, self._pending = self._pending + pcm16, b""
+            return data
+        data = self._pending + pcm16 if self._pending else pcm16
+        whole = len(data) - len(data) % FRAME_BYTES
+        self._pending = data[whole:]
+        out = bytearray(data[:whole])
+        for start in range(0, whole, FRAME_BYTES):
+            frame = out[start : start + FRAME_BYTES]
+            self._process_frame(frame)
+            out[start : start + FRAME_BYTES] = frame
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        """Return the held-back input, unprocessed (a manual commit cuts the stream)."""
+        data, self._pending = self._pending, b""
+        return data
+
+    # ------------------------------------------------------------------ internals
+
+    def _active(self) -> bool:
+        return self._ns is not None or (self.echo_cancellation and self._tail > 0)
+
+    def _process_frame(self, frame: bytearray) -> None:
+        if self.echo_cancellation and self._tail > 0:
+            if self._aec is None:
+                self._aec = _apm(echo_cancellation=True, high_pass_filter=True)
+            self._aec.process_reverse_stream(_frame(self._far.take(FRAME_BYTES)))
+            self._aec.process_stream(_frame(frame))
+            self.frames_cancelled += 1
+            if not self._far.queued:
+                self._tail -= 1
+        if self._ns is not None:
+            self._ns.process_stream(_frame(frame))
+            self.frames_suppressed += 1
