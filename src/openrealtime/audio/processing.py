@@ -33,6 +33,8 @@ import logging
 from collections import deque
 from typing import Any, Literal
 
+import numpy as np
+
 NoiseReductionType = Literal["near_field", "far_field"] | None
 
 RATE = 24_000
@@ -140,6 +142,7 @@ class VoiceProcessor:
         """Input short of one frame, held back while processing."""
         self.frames_cancelled = 0
         self.frames_suppressed = 0
+        self.echo_path = EchoPath()
 
     # ------------------------------------------------------------------ InputProcessor
 
@@ -200,11 +203,117 @@ class VoiceProcessor:
         if self.echo_cancellation and self._tail > 0:
             if self._aec is None:
                 self._aec = _apm(echo_cancellation=True, high_pass_filter=True)
-            self._aec.process_reverse_stream(_frame(self._far.take(FRAME_BYTES)))
+            far = self._far.take(FRAME_BYTES)
+            raw = bytes(frame)
+            self._aec.process_reverse_stream(_frame(far))
             self._aec.process_stream(_frame(frame))
             self.frames_cancelled += 1
             if not self._far.queued:
                 self._tail -= 1
+            if not self.echo_path.observe(far, raw):
+                frame[:] = raw  # no echo reaches this microphone: take it as it is
         if self._ns is not None:
             self._ns.process_stream(_frame(frame))
             self.frames_suppressed += 1
+
+
+def _level_db(pcm16: bytes | bytearray) -> float:
+    samples = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32)
+    return float(10.0 * np.log10(float(np.dot(samples, samples)) / len(samples) + 1.0))
+
+
+class EchoPath:
+    """Whether the far end comes back through this microphone at all (speakerphone vs headset).
+
+    AEC3 assumes an echo until its filter has converged on one, and until then (the first
+    seconds of the assistant's audio in a session) it suppresses a headset user who talks over
+    the assistant as if the words were echo: measured on flite speech, 15-26 dB off the
+    user's words and barge-in 400-500 ms late or missed, for up to ~10 s of far-end audio. A
+    microphone that never hears the far end needs no cancellation, so this detector watches
+    the level envelopes of both signals, 10 ms frames, while the far end plays:
+
+    * **echo**: the microphone's envelope follows the far end's at some lag within
+      :data:`MAX_LAG_FRAMES` (normalised cross-correlation of the dB envelopes, over the last
+      :data:`WINDOW_FRAMES` frames with far-end audio, at least :data:`ECHO_CORRELATION`);
+    * **no echo**: otherwise, when the microphone stayed :data:`QUIET_BELOW_DB` under the far
+      end at every lag looked for (medians over the window, from :data:`MIN_FRAMES` +
+      :data:`MAX_LAG_FRAMES` far-end frames on: nothing audible came back), or, before any
+      echo was found, when the envelopes stayed uncorrelated (below
+      :data:`NO_ECHO_CORRELATION`) over :data:`DECIDE_FRAMES` far-end frames: the microphone
+      heard other things (the user, the room), never the far end. Once found, an echo is only
+      given up for a quiet microphone: a user talking over the assistant lowers the
+      correlation without taking the loudspeaker away.
+
+    Until it knows (and whenever it finds echo) the canceller's output is used: a speakerphone
+    must not interrupt itself while the detector makes up its mind. A later window can change
+    the verdict (the user unplugs the headset).
+    """
+
+    def __init__(self) -> None:
+        self._far: deque[float] = deque(maxlen=WINDOW_FRAMES + MAX_LAG_FRAMES)
+        self._mic: deque[float] = deque(maxlen=WINDOW_FRAMES + MAX_LAG_FRAMES)
+        self._since_check = 0
+        self._active_frames = 0
+        self.echo: bool | None = None
+        """``True`` echo found, ``False`` none comes back, ``None`` not known yet."""
+        self.correlation = 0.0
+
+    def observe(self, far: bytes | bytearray, mic: bytes) -> bool:
+        """Record one frame pair; returns whether to use the canceller's output for it."""
+        far_db = _level_db(far)
+        if far_db < FAR_ACTIVE_DB:
+            return self.echo is not False  # the far end is silent: nothing new to learn
+        self._far.append(far_db)
+        self._mic.append(_level_db(mic))
+        self._active_frames += 1
+        self._since_check += 1
+        if self._since_check >= CHECK_EVERY_FRAMES and self._active_frames >= MIN_FRAMES:
+            self._since_check = 0
+            self._decide()
+        return self.echo is not False
+
+    def _decide(self) -> None:
+        far = np.fromiter(self._far, dtype=np.float64)
+        mic = np.fromiter(self._mic, dtype=np.float64)
+        best = 0.0
+        n = len(mic)
+        for lag in range(0, min(MAX_LAG_FRAMES, n - MIN_FRAMES) + 1):
+            a, b = far[: n - lag], mic[lag:]
+            a, b = a - a.mean(), b - b.mean()
+            denom = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
+            if denom > 0:
+                best = max(best, float(np.dot(a, b)) / denom)
+        self.correlation = best
+        if best >= ECHO_CORRELATION:
+            self.echo = True
+        elif self._quiet(far, mic) or (
+            self.echo is None
+            and best < NO_ECHO_CORRELATION
+            and self._active_frames >= DECIDE_FRAMES
+        ):
+            self.echo = False
+
+    @staticmethod
+    def _quiet(far: np.ndarray[Any, Any], mic: np.ndarray[Any, Any]) -> bool:
+        """Whether, at every delay looked for, the microphone stayed far below the far end."""
+        n = len(mic)
+        if n < MIN_FRAMES + MAX_LAG_FRAMES:
+            return False  # an echo could still be on its way
+        return all(
+            float(np.median(far[: n - lag] - mic[lag:])) >= QUIET_BELOW_DB
+            for lag in range(0, MAX_LAG_FRAMES + 1, 5)
+        )
+
+
+FAR_ACTIVE_DB = 40.0
+"""A far-end frame louder than this (dB over one LSB², about −50 dBFS) counts as playing."""
+WINDOW_FRAMES = 200
+MAX_LAG_FRAMES = 50
+"""Echo delays looked for: up to 500 ms."""
+MIN_FRAMES = 30
+CHECK_EVERY_FRAMES = 10
+DECIDE_FRAMES = 120
+"""Far-end frames (1.2 s) before the detector may decide there is no echo."""
+QUIET_BELOW_DB = 35.0
+ECHO_CORRELATION = 0.5
+NO_ECHO_CORRELATION = 0.3

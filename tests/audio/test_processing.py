@@ -1,0 +1,176 @@
+"""Echo cancellation and noise suppression of the input (``openrealtime.audio.processing``).
+
+Real signals through the real module: flite speech as the assistant's audio, an echo of it
+(delayed, scaled, through a short room response) plus room noise as the microphone, the real
+WebRTC audio processing module, and the real Silero VAD judging what comes out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openrealtime.audio.processing import FRAME_BYTES, VoiceProcessor
+from openrealtime.backends.vad_silero import SileroVad
+from tests.conformance.conftest import Speech, flite_speech
+
+RATE = 24_000
+STEP = 480 * 2  # 20 ms appends
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVad:
+    return SileroVad.from_cache()
+
+
+@pytest.fixture(scope="module")
+def say(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Speech]:
+    tmp: Path = tmp_path_factory.mktemp("flite")
+    return lambda text: flite_speech(text, tmp)
+
+
+ANSWER = (
+    "The weather today is sunny with a light breeze from the west. Temperatures reach twenty "
+    "degrees in the afternoon, and the evening stays mild and dry across the whole region."
+)
+
+
+def samples(pcm16: bytes) -> np.ndarray:
+    return np.frombuffer(pcm16, dtype=np.int16).astype(np.float32) / 32768
+
+
+def pcm(x: np.ndarray) -> bytes:
+    return (np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes()
+
+
+def microphone(
+    far: np.ndarray,
+    *,
+    echo_db: float | None,
+    delay_ms: int = 120,
+    near: np.ndarray | None = None,
+    near_at_s: float = 0.0,
+    noise_dbfs: float = -60,
+) -> np.ndarray:
+    """What a microphone hears: the loudspeaker's echo, the user, room noise."""
+    n = len(far) + RATE
+    mic = np.random.default_rng(1).normal(0, 10 ** (noise_dbfs / 20), n).astype(np.float32)
+    if echo_db is not None:
+        echo = np.convolve(far, [0.6, 0.25, 0.1, 0.05])[: len(far)] * 10 ** (echo_db / 20)
+        start = delay_ms * RATE // 1000
+        mic[start : start + len(echo)] += echo[: n - start]
+    if near is not None:
+        start = int(near_at_s * RATE)
+        mic[start : start + len(near)] += near * 0.7
+    return mic
+
+
+def run(processor: VoiceProcessor, far: np.ndarray, mic: np.ndarray) -> bytes:
+    """Push the far end as a WebSocket session does (all at once), then stream the mic."""
+    processor.far_end(pcm(far), 0)
+    data = pcm(mic)
+    out = bytearray()
+    for i in range(0, len(data), STEP):
+        out += processor.process(data[i : i + STEP], i // 48)
+    out += processor.flush()
+    return bytes(out)
+
+
+def speech_ms(vad: SileroVad, pcm16: bytes, start_s: float = 0.0) -> list[int]:
+    """Positions (ms) of the 32 ms frames Silero finds speech in, from ``start_s`` on."""
+    probabilities = vad.open_stream().feed(pcm16)
+    return [i * 32 for i, p in enumerate(probabilities) if p > 0.5 and i * 32 >= start_s * 1000]
+
+
+@pytest.mark.parametrize(("echo_db", "delay_ms"), [(-20, 40), (-12, 120), (-6, 250)])
+def test_the_echo_of_the_answer_is_not_speech_any_more(
+    vad: SileroVad, say: Callable[[str], Speech], echo_db: int, delay_ms: int
+) -> None:
+    far = samples(say(ANSWER).pcm)
+    mic = microphone(far, echo_db=echo_db, delay_ms=delay_ms)
+    assert len(speech_ms(vad, pcm(mic))) > 50  # the echo alone is heard as speech
+    processor = VoiceProcessor()
+    out = run(processor, far, mic)
+    assert len(out) == len(pcm(mic))
+    assert speech_ms(vad, out) == []
+    assert processor.echo_path.echo is True
+    # Echo return loss enhancement once converged (the last two thirds of the answer).
+    tail = slice(len(far) // 3, len(far))
+    erle = 10 * np.log10(np.mean(mic[tail] ** 2) / np.mean(samples(out)[tail] ** 2))
+    assert erle > 20, erle
+
+
+def test_the_user_talking_over_the_answer_is_still_heard(
+    vad: SileroVad, say: Callable[[str], Speech]
+) -> None:
+    far = samples(say(ANSWER).pcm)
+    stop = say("Stop. What time is it?")
+    mic = microphone(far, echo_db=-12, near=samples(stop.pcm), near_at_s=5.0)
+    out = run(VoiceProcessor(), far, mic)
+    found = speech_ms(vad, out, start_s=4.5)
+    onset = 5000 + stop.onset_ms
+    assert found and found[0] - onset < 200, (found[:3], onset)
+
+
+def test_a_headset_user_is_heard_as_is(vad: SileroVad, say: Callable[[str], Speech]) -> None:
+    """No echo comes back: after the detector's 0.8 s the input is left untouched."""
+    far = samples(say(ANSWER).pcm)
+    stop = say("Stop please.")
+    mic = microphone(far, echo_db=None, near=samples(stop.pcm), near_at_s=1.0)
+    processor = VoiceProcessor()
+    out = run(processor, far, mic)
+    assert processor.echo_path.echo is False
+    after = int(1.0 * RATE) * 2
+    assert out[after:] == pcm(mic)[after:]
+    found = speech_ms(vad, out, start_s=0.9)
+    assert found and found[0] - (1000 + stop.onset_ms) < 100
+
+
+def test_without_far_end_audio_the_input_passes_untouched() -> None:
+    processor = VoiceProcessor()
+    chunk = pcm(np.random.default_rng(2).normal(0, 0.1, 480).astype(np.float32))
+    assert processor.process(chunk, 0) == chunk
+    assert processor.frames_cancelled == 0
+
+
+def test_cancellation_off_ignores_the_far_end(say: Callable[[str], Speech]) -> None:
+    far = samples(say(ANSWER).pcm)
+    mic = microphone(far, echo_db=-12)
+    assert run(VoiceProcessor(echo_cancellation=False), far, mic) == pcm(mic)
+
+
+def test_stale_far_end_audio_is_dropped_by_the_wall_clock() -> None:
+    """A client that sent no microphone audio while the answer played: the answer is gone."""
+    processor = VoiceProcessor()
+    processor.far_end(bytes(RATE * 2 * 10), now_ms=0)  # 10 s of answer, sent at once
+    processor.process(bytes(STEP), now_ms=30_000)  # the microphone comes back 30 s later
+    assert processor._far.queued <= RATE * 2 * 1  # at most the tolerated second
+
+
+def test_barge_in_drops_the_far_end() -> None:
+    processor = VoiceProcessor()
+    processor.far_end(bytes(FRAME_BYTES * 10), now_ms=0)
+    processor.drop_far_end()
+    assert processor._far.queued == 0
+
+
+@pytest.mark.parametrize("kind", ["near_field", "far_field"])
+def test_noise_reduction_lowers_steady_noise(kind: str) -> None:
+    rng = np.random.default_rng(3)
+    noise = pcm(rng.normal(0, 10 ** (-30 / 20), RATE * 3).astype(np.float32))
+    processor = VoiceProcessor()
+    processor.set_noise_reduction(kind)  # type: ignore[arg-type]
+    out = bytearray()
+    for i in range(0, len(noise), STEP):
+        out += processor.process(noise[i : i + STEP], i // 48)
+    tail = slice(len(out) // 2, len(out))
+    reduction = 10 * np.log10(
+        np.mean(samples(noise[tail]) ** 2) / np.mean(samples(bytes(out[tail])) ** 2)
+    )
+    assert reduction > 6, reduction
+    processor.set_noise_reduction(None)
+    processor.flush()
+    assert processor.process(noise[:STEP], 0) == noise[:STEP]
