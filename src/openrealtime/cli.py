@@ -384,6 +384,31 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         f"(env {_env('echo_cancellation')}; default {'on' if d.echo_cancellation else 'off'})",
     )
     p.add_argument(
+        "--false-interruptions",
+        choices=("resume", "off"),
+        help="WebRTC: when the user starts speaking during an answer, pause it, and resume it if "
+        "that was no real interruption (shorter than --min-interruption-ms, only words like "
+        "'mm-hm' or 'yeah'); off cancels at once (env "
+        f"{_env('resume_false_interruptions')}; default "
+        f"{'resume' if d.resume_false_interruptions else 'off'})",
+    )
+    p.add_argument(
+        "--min-interruption-ms",
+        type=int,
+        metavar="MS",
+        help="WebRTC: speech over a paused answer that lasts this long interrupts it "
+        f"(env {_env('min_interruption_ms')}; default {d.min_interruption_ms})",
+    )
+    p.add_argument(
+        "--false-interruption-timeout-ms",
+        type=int,
+        metavar="MS",
+        help="WebRTC: a paused answer resumes if the transcript of the shorter speech over it "
+        "has not come this long after the speech ended "
+        f"(env {_env('false_interruption_timeout_ms')}; "
+        f"default {d.false_interruption_timeout_ms})",
+    )
+    p.add_argument(
         "--drain-seconds",
         type=float,
         metavar="SECONDS",
@@ -462,6 +487,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             echo_cancellation=None
             if args.echo_cancellation is None
             else args.echo_cancellation == "on",
+            resume_false_interruptions=None
+            if args.false_interruptions is None
+            else args.false_interruptions == "resume",
+            min_interruption_ms=args.min_interruption_ms,
+            false_interruption_timeout_ms=args.false_interruption_timeout_ms,
             workers=args.workers,
             redis_url=args.redis_url,
             internal_host=args.internal_host,

@@ -140,6 +140,19 @@ class Config:
     """Cancel the echo of the assistant's own audio in every session's input (WebRTC's AEC3,
     fed with what the server sent or played), so a speakerphone does not interrupt itself."""
 
+    resume_false_interruptions: bool = True
+    """Over WebRTC, when the user starts speaking during an answer, pause its playback instead of
+    cancelling it, and resume it if what follows was no real interruption (a cough, "mm-hm":
+    shorter than ``min_interruption_ms`` and only backchannel words). Off: every barge-in
+    cancels at once, as over a WebSocket (where the client owns playback)."""
+
+    min_interruption_ms: int = 600
+    """Speech over a paused answer that lasts this long is a real interruption (WebRTC)."""
+
+    false_interruption_timeout_ms: int = 2000
+    """Shorter speech over a paused answer whose transcript has not come this long after it
+    ended is taken for a false interruption: the answer resumes (WebRTC)."""
+
     llm_model_path: str | None = None
     """A local GGUF file for ``--llm llamacpp`` instead of the cached SmolLM2-135M-Instruct."""
 
@@ -335,6 +348,8 @@ class Config:
             "drain_seconds": self.drain_seconds,
             "max_conversation_text_bytes": self.max_conversation_text_bytes,
             "max_conversation_audio_seconds": self.max_conversation_audio_seconds,
+            "min_interruption_ms": self.min_interruption_ms,
+            "false_interruption_timeout_ms": self.false_interruption_timeout_ms,
         }
         for name, number in positive.items():
             if number <= 0:

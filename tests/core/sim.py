@@ -23,6 +23,8 @@ from openrealtime.core.commands import (
 )
 from openrealtime.core.ids import SequentialIds
 from openrealtime.core.session import Limits, RealtimeSession
+from openrealtime.core.turn_taking import TurnOptions
+from openrealtime.protocol.client_events import CLIENT_EVENT_MODELS
 from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
 from openrealtime.protocol.errors import ProtocolError
 from tests.helpers.oracle import SERVER_EVENT
@@ -73,6 +75,8 @@ class Sim:
         session: dict[str, Any] | None = None,
         keep_created: bool = False,
         turn_model: bool = False,
+        playback: bool = False,
+        turn_options: TurnOptions | None = None,
     ) -> None:
         self.session = RealtimeSession(
             kind,
@@ -81,7 +85,11 @@ class Sim:
             now_ms=T0,
             limits=limits or Limits(),
             turn_model=turn_model,
+            playback=playback,
+            turn_options=turn_options,
         )
+        self._allowed = tuple(CLIENT_EVENT_MODELS) if playback else None
+        """With ``playback`` the session is a WebRTC call's: its client events are allowed."""
         self._events: list[dict[str, Any]] = []
         self._commands: list[Command] = []
         self._collect()
@@ -102,7 +110,11 @@ class Sim:
     def send_raw(self, frame: str | bytes) -> None:
         """A raw WebSocket frame, routed as ``runtime/driver.py`` routes it."""
         try:
-            parsed = parse_client_event(frame)
+            parsed = (
+                parse_client_event(frame)
+                if self._allowed is None
+                else parse_client_event(frame, allowed_types=self._allowed)
+            )
         except ProtocolError as exc:
             self.session.receive_error(exc, client_event_id(frame))
         else:
@@ -126,6 +138,7 @@ class Sim:
 
     def time(self, ms: int) -> None:
         """Advance the wall clock to ``ms`` after the session was created."""
+        assert T0 + ms >= self.session.now_ms, "time goes forward"
         self.session.advance_time(T0 + ms)
         self._collect()
 

@@ -67,3 +67,55 @@ def test_clear_of_a_fully_played_but_unfinished_response_names_it_without_items(
     buffer.read(2)
     assert buffer.clear() == [be.PlaybackCleared("r1", True, ())]
     assert buffer.clear() == []
+
+
+def test_a_paused_buffer_reads_silence_and_consumes_nothing() -> None:
+    buffer, reports = recording()
+    frames: list[bytes] = []
+    buffer.on_played = frames.append
+    buffer.play("r1", "i1", b"\x01\x00" * 6)
+    assert buffer.read(4) == b"\x01\x00" * 2
+    buffer.pause()
+    assert buffer.paused
+    buffer.play("r1", "i1", b"\x02\x00" * 2)  # generated during the pause: queued behind
+    buffer.end("r1")
+    for _ in range(3):
+        assert buffer.read(4) == b"\0" * 4
+    assert buffer.queued_bytes == 12
+    assert reports == [be.PlaybackStarted("r1")]
+    assert frames == [b"\x01\x00" * 2]  # silent frames never reach the echo canceller
+    buffer.resume()
+    assert not buffer.paused
+    assert buffer.read(4) == b"\x01\x00" * 2
+    assert buffer.read(4) == b"\x01\x00" * 2
+    assert buffer.read(8) == b"\x02\x00" * 2 + b"\0" * 4
+    # Every byte played exactly once, across the pause; drained only after it.
+    assert b"".join(frames) == b"\x01\x00" * 6 + b"\x02\x00" * 2 + b"\0" * 4
+    assert reports == [be.PlaybackStarted("r1"), be.PlaybackDrained("r1")]
+
+
+def test_a_pause_holds_the_end_marker_too() -> None:
+    buffer, reports = recording()
+    buffer.play("r1", "i1", b"\x01\x00" * 2)
+    buffer.end("r1")
+    buffer.pause()
+    buffer.read(4)
+    assert reports == []  # not started, not drained: nothing was heard
+    buffer.resume()
+    buffer.read(4)
+    assert reports == [be.PlaybackStarted("r1"), be.PlaybackDrained("r1")]
+
+
+def test_clear_while_paused_reports_where_the_pause_began_and_unpauses() -> None:
+    buffer, reports = recording()
+    buffer.play("r1", "i1", b"\x01\x00" * 10)
+    buffer.read(6)
+    buffer.pause()
+    for _ in range(5):
+        buffer.read(6)
+    buffer.play("r1", "i1", b"\x02\x00" * 10)
+    assert buffer.clear() == [be.PlaybackCleared("r1", True, (("i1", 6),))]
+    assert not buffer.paused
+    buffer.play("r2", "i2", b"\x03\x00")
+    assert buffer.read(2) == b"\x03\x00"  # the next answer plays at once
+    assert reports == [be.PlaybackStarted("r1"), be.PlaybackStarted("r2")]

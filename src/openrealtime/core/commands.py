@@ -161,7 +161,25 @@ class EndPlayback:
 
 @dataclass(frozen=True)
 class ClearPlayback:
-    """Drop every unplayed sample of the output buffer now; report ``PlaybackCleared``."""
+    """Drop every unplayed sample of the output buffer now; report ``PlaybackCleared``.
+
+    Also ends a pause (:class:`PausePlayback`): the next audio queued plays at once.
+    """
+
+
+@dataclass(frozen=True)
+class PausePlayback:
+    """Stop handing out the output buffer's audio, keeping all of it, until resumed or cleared.
+
+    The transport's track goes on sending silence in real time; nothing queued is consumed,
+    so the play position of every item stays where it was (WebRTC; the user may be
+    interrupting, see :mod:`openrealtime.core.turn_taking`). Audio queued meanwhile waits.
+    """
+
+
+@dataclass(frozen=True)
+class ResumePlayback:
+    """Play the output buffer again from where :class:`PausePlayback` stopped it."""
 
 
 Command = (
@@ -178,4 +196,6 @@ Command = (
     | PlayAudio
     | EndPlayback
     | ClearPlayback
+    | PausePlayback
+    | ResumePlayback
 )

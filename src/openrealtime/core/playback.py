@@ -19,6 +19,11 @@ whose play position it knows. This module is the session's side of that buffer, 
 
 A response cut off while still generating is *muted*: its later audio is recorded on its item
 but never played, and its items are truncated at the heard position once the response ends.
+
+While the user may be interrupting (:mod:`openrealtime.core.turn_taking`), playback is *paused*
+(:class:`~openrealtime.core.commands.PausePlayback`): nothing more is heard and nothing is lost;
+a :class:`~openrealtime.core.commands.ResumePlayback` goes on from the same sample, a clear
+cuts there (so the truncation reports where the pause began).
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from openrealtime.core import backend_events as be
-from openrealtime.core.commands import ClearPlayback, Command, EndPlayback, PlayAudio
+from openrealtime.core.commands import (
+    ClearPlayback,
+    Command,
+    EndPlayback,
+    PausePlayback,
+    PlayAudio,
+    ResumePlayback,
+)
 from openrealtime.core.conversation import Conversation
 from openrealtime.core.input_buffer import BYTES_PER_MS
 from openrealtime.protocol import server_events as se
@@ -76,6 +88,8 @@ class OutputAudioBuffer:
         self._command = command
         self._responses: dict[str, _Playback] = {}
         """Responses with audio sent for playing and not yet drained, cleared or forgotten."""
+        self.paused = False
+        """A ``PausePlayback`` was issued and neither resumed nor cleared since."""
 
     @property
     def playing(self) -> bool:
@@ -113,15 +127,35 @@ class OutputAudioBuffer:
     def clear(self) -> bool:
         """Cut off every unplayed sample (``output_audio_buffer.clear`` or barge-in, spec §5.7).
 
+        A clear also ends a pause (the runtime's buffer plays again, with nothing in it).
+
         Returns:
-            Whether anything could still be playing (a ``ClearPlayback`` was issued).
+            Whether anything could still be playing or was paused (a ``ClearPlayback`` was
+            issued).
         """
-        if not self.playing:
+        if not self.playing and not self.paused:
             return False
         for playback in self._responses.values():
             playback.muted = True
+        self.paused = False
         self._command(ClearPlayback())
         return True
+
+    def pause(self) -> None:
+        """Hold every unplayed sample where it is (the user may be interrupting).
+
+        Call when speech starts over audio that is playing; end with :meth:`resume` (a false
+        interruption) or :meth:`clear` (a real one).
+        """
+        if not self.paused:
+            self.paused = True
+            self._command(PausePlayback())
+
+    def resume(self) -> None:
+        """Play on from where :meth:`pause` held the audio (nothing happens if not paused)."""
+        if self.paused:
+            self.paused = False
+            self._command(ResumePlayback())
 
     def on_started(self, event: be.PlaybackStarted) -> None:
         """The response's first sample played: ``output_audio_buffer.started``."""

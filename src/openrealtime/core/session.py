@@ -14,21 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, assert_never
 
 from openrealtime.audio.formats import InputDecoder, decode_clip, encode_clip
-from openrealtime.audio.pcm import SESSION_RATE
 from openrealtime.chat import ChatMessage, GenerationRequest, ToolChoice, ToolSpec
 from openrealtime.core import backend_events as be
-from openrealtime.core import semantic_turn as semantic
 from openrealtime.core.commands import (
     CancelResponse,
     CloseSession,
     Command,
-    DetectSpeech,
-    DropSpeculation,
-    EvaluateTurn,
     Generate,
-    Listen,
-    Speculate,
-    StopListening,
     Transcribe,
 )
 from openrealtime.core.conversation import (
@@ -39,12 +31,11 @@ from openrealtime.core.conversation import (
 from openrealtime.core.ids import IdFactory
 from openrealtime.core.input_buffer import (
     BYTES_PER_MS,
-    BYTES_PER_SAMPLE,
     InputAudioBuffer,
     decode_base64_audio,
 )
 from openrealtime.core.input_processing import InputProcessor
-from openrealtime.core.latency import ArrivalClock, TurnLatency
+from openrealtime.core.latency import TurnLatency
 from openrealtime.core.output import ResponseWriter
 from openrealtime.core.playback import OutputAudioBuffer
 from openrealtime.core.responses import ResponseRun, Usage
@@ -55,12 +46,7 @@ from openrealtime.core.state import (
     SessionState,
     advance,
 )
-from openrealtime.core.turn_detection import (
-    ServerVadDetector,
-    SilenceStart,
-    SpeechResumed,
-    SpeechStart,
-)
+from openrealtime.core.turn_taking import INTERRUPT_AT_ONCE, TurnOptions, TurnTaking
 from openrealtime.protocol import client_events as ce
 from openrealtime.protocol import errors
 from openrealtime.protocol import server_events as se
@@ -79,8 +65,6 @@ from openrealtime.protocol.items import (
 from openrealtime.protocol.session_config import (
     RealtimeAudio,
     RealtimeSessionConfig,
-    SemanticVad,
-    ServerVad,
     SessionConfig,
     TranscriptionSessionConfig,
     merge_update,
@@ -117,6 +101,12 @@ class RealtimeSession:
 
     Call order: construct (emits ``session.created``), then any ``receive_*`` or
     ``advance_time`` call, each followed by :meth:`drain`.
+
+    Turn-taking (speech, pauses, barge-in, false interruptions, the idle timer) is decided by
+    :class:`~openrealtime.core.turn_taking.TurnTaking`; this class feeds it its inputs and
+    carries out what it asks (commit a turn, answer it, cut off an answer). ``playback``: the
+    transport plays the audio itself (WebRTC); ``turn_options``: the server's options (None:
+    every barge-in interrupts at once).
     """
 
     def __init__(
@@ -132,6 +122,7 @@ class RealtimeSession:
         turn_model: bool = False,
         playback: bool = False,
         input_processor: InputProcessor | None = None,
+        turn_options: TurnOptions | None = None,
     ) -> None:
         self.kind = kind
         self.ids = ids
@@ -165,26 +156,26 @@ class RealtimeSession:
         """Wire input format -> session audio; kept across appends (the resampler's state)."""
         self._processor = input_processor
         """Echo cancellation and noise reduction of all input, before anything else sees it."""
-        self._vad = ServerVadDetector(0.5, 0)
-        self._speech_item_id: str | None = None
-        self._speech_start_sample = 0
-        self._turn_model = turn_model
-        self._arrivals = ArrivalClock()
         self._turn_latency: dict[str, TurnLatency] = {}
-        """Latency records by user item id, then by response id once a response answers."""
-        self._pause: semantic.TurnPause | None = None
-        self._speculating: str | None = None
-        """The user item whose answer the runtime is preparing during a pause (see Speculate)."""
-        self._configure_vad()
-        self._configure_input()
+        """Latency records of answered turns, by response id."""
         # responses
         self._responses: dict[str, ResponseRun] = {}
         self._default_response: str | None = None
-        self._auto_response_pending = False
-        self._idle_deadline_ms: int | None = None
-        self._idle_after_playback: str | None = None
-        """Over WebRTC: the response whose playback's end arms the idle timer."""
         self._tokens_used = 0
+        self._turns = TurnTaking(
+            _Host(self),
+            ids=ids,
+            buffer=self._buffer,
+            playback=self._playback,
+            emit=self._emit,
+            command=self._command,
+            answers=kind == "realtime",
+            turn_model=turn_model,
+            options=turn_options or INTERRUPT_AT_ONCE,
+        )
+        """Who has the floor: speech, pauses, barge-in, idle timer (core/turn_taking.py)."""
+        self._configure_vad()
+        self._configure_input()
         self._emit(se.SessionCreated, session=self._session_payload())
 
     # ------------------------------------------------------------------ public API
@@ -212,21 +203,18 @@ class RealtimeSession:
         if self.state is SessionState.CLOSED:
             return None
         deadline = self.created_ms + self.limits.max_duration_ms
-        if self._idle_deadline_ms is not None:
-            deadline = min(deadline, self._idle_deadline_ms)
-        return deadline
+        turns = self._turns.next_deadline_ms()
+        return deadline if turns is None else min(deadline, turns)
 
     def advance_time(self, now_ms: int) -> None:
-        """Tell the session the wall time (unix ms); fires idle timeouts and expiry."""
+        """Tell the session the wall time (unix ms); fires timers and expiry."""
         self.now_ms = now_ms
         if self.state is SessionState.CLOSED:
             return
         if now_ms >= self.created_ms + self.limits.max_duration_ms:
             self._expire()
             return
-        if self._idle_deadline_ms is not None and now_ms >= self._idle_deadline_ms:
-            self._idle_deadline_ms = None
-            self._idle_timeout()
+        self._turns.advance_time()
 
     def receive_error(self, error: ProtocolError, event_id: str | None = None) -> None:
         """Report a client mistake found before the core (bad JSON, unknown type...)."""
@@ -254,9 +242,9 @@ class RealtimeSession:
             return
         match event:
             case be.SpeechProbabilities():
-                self._on_speech_probabilities(event)
+                self._turns.speech_probabilities(event.probabilities, event.frame_samples)
             case be.TurnEvaluated():
-                self._on_turn_evaluated(event)
+                self._turns.turn_evaluated(event.item_id, event.probability)
             case be.TranscriptionDelta():
                 self._on_transcription_delta(event)
             case be.TranscriptionCompleted():
@@ -281,7 +269,7 @@ class RealtimeSession:
                 self._playback.on_started(event)
             case be.PlaybackDrained() if self._playback is not None:
                 self._playback.on_drained(event)
-                self._idle_from_drain(event.response_id)
+                self._turns.drained(event.response_id)
             case be.PlaybackCleared() if self._playback is not None:
                 self._playback.on_cleared(event)
             case be.PlaybackStarted() | be.PlaybackDrained() | be.PlaybackCleared():
@@ -384,23 +372,7 @@ class RealtimeSession:
         return self.config.audio.input.turn_detection
 
     def _configure_vad(self) -> None:
-        td = self._turn_detection()
-        if td is None:
-            self._drop_speculation()
-            if self._speech_item_id is not None:
-                self._vad.reset()
-                self._out.commands.append(StopListening(self._speech_item_id))
-                self._speech_item_id = None
-                self._pause = None
-            self._idle_deadline_ms = None
-            return
-        if isinstance(td, ServerVad):
-            threshold, silence_ms = td.threshold, td.silence_duration_ms
-        elif self._turn_model:
-            threshold, silence_ms = 0.5, semantic.FIRST_CHECK_MS
-        else:
-            threshold, silence_ms = 0.5, semantic.FALLBACK_SILENCE_MS[td.eagerness]
-        self._vad.reconfigure(threshold, silence_ms * SESSION_RATE // 1000)
+        self._turns.configure(self._turn_detection())
 
     def _configure_input(self) -> None:
         if self._processor is not None:
@@ -474,7 +446,6 @@ class RealtimeSession:
     def _store_audio(self, pcm: bytes, event_id: str | None = None) -> None:
         if not pcm:
             return
-        self._arrivals.mark(self._buffer.written + len(pcm) // BYTES_PER_SAMPLE, self.now_ms)
         if self._buffer.append(pcm):
             self._emit(
                 se.Error,
@@ -484,31 +455,18 @@ class RealtimeSession:
                     "clear the buffer.",
                 ).payload(event_id),
             )
-        if self._speech_item_id is not None:
-            self._out.commands.append(Listen(self._speech_item_id, pcm))
-        self._out.commands.append(DetectSpeech(pcm))
+        self._turns.audio(pcm)
 
     def _commit_event(self) -> None:
         self._flush_input()
         if self._buffer.ms < MIN_COMMIT_MS:
             raise errors.commit_empty(self._buffer.ms)
-        item_id = self._speech_item_id or self.ids.new("item")
-        self._vad.reset()
-        self._speech_item_id = None
-        self._pause = None
-        pcm = self._buffer.take_all()
-        self._commit_audio(item_id, pcm)
-        self._after_user_turn(item_id)
+        self._turns.commit()
 
     def _clear_buffer(self) -> None:
         self._decoder = None  # what it holds was appended before the clear
         self._buffer.clear()
-        self._vad.reset()
-        self._drop_speculation()
-        if self._speech_item_id is not None:
-            self._out.commands.append(StopListening(self._speech_item_id))
-        self._speech_item_id = None
-        self._pause = None
+        self._turns.clear()
         self._emit(se.InputAudioBufferCleared)
 
     def _commit_audio(self, item_id: str, pcm: bytes) -> None:
@@ -546,88 +504,8 @@ class RealtimeSession:
         For the runtime's :class:`Speculate` work with an STT engine that cannot stream: it
         transcribes this audio once, during the pause. Pure read; emits nothing.
         """
-        if item_id != self._speech_item_id:
-            return None
-        pcm = self._buffer.peek(self._speech_start_sample, self._buffer.written)
-        return self._transcription(item_id, pcm)
-
-    def _after_user_turn(self, item_id: str) -> None:
-        """A user turn ended by VAD or timeout: answer it if the session says so."""
-        record = self._turn_latency.pop(item_id, None)
-        td = self._turn_detection()
-        if self.kind != "realtime" or td is None or not td.create_response:
-            return
-        if self._default_response is not None:
-            self._auto_response_pending = True
-            return
-        response_id = self._create_response(ce.ResponseCreateParams())
-        if record is not None:
-            self._turn_latency[response_id] = record
-
-    # ------------------------------------------------------------------ turn detection
-
-    def _on_speech_probabilities(self, event: be.SpeechProbabilities) -> None:
-        td = self._turn_detection()
-        if td is None:
-            self._vad.position += len(event.probabilities) * event.frame_samples
-            return
-        for change in self._vad.feed(event.probabilities, event.frame_samples):
-            if isinstance(change, SilenceStart):
-                self._speculate()
-                continue
-            if isinstance(change, SpeechResumed):
-                self._drop_speculation()
-                continue
-            if isinstance(change, SpeechStart):
-                if self._pause is not None:
-                    self._pause = None  # the user went on speaking: same turn
-                    self._drop_speculation()
-                else:
-                    self._speech_started(change)
-            elif isinstance(td, SemanticVad) and self._turn_model and self._speech_item_id:
-                self._pause = semantic.TurnPause(
-                    self._speech_item_id, change.speech_end_sample, change.sample
-                )
-                self._start_latency(self._speech_item_id, change.speech_end_sample)
-            else:
-                if self._speech_item_id is not None:
-                    self._start_latency(self._speech_item_id, change.speech_end_sample)
-                self._speech_stopped(change.sample)
-        if self._pause is not None:
-            self._check_pause(self._pause)
-        if self._speech_item_id is None:
-            self._trim_idle_buffer()
-
-    def _speculate(self) -> None:
-        """The user went quiet: let the runtime prepare the answer it would give now."""
-        td = self._turn_detection()
-        item_id = self._speech_item_id
-        if (
-            item_id is None
-            or self.kind != "realtime"
-            or td is None
-            or not td.create_response
-            or self._default_response is not None
-        ):
-            return
-        params = ce.ResponseCreateParams()
-        messages = self._instructions(params) + self.conversation.chat_messages()
-        try:
-            template = self._generate(params, "", messages)
-        except ProtocolError:
-            return  # the real response will report it
-        self._speculating = item_id
-        self._out.commands.append(Speculate(item_id, template))
-
-    def _drop_speculation(self) -> None:
-        if self._speculating is not None:
-            self._out.commands.append(DropSpeculation(self._speculating))
-            self._speculating = None
-
-    def _start_latency(self, item_id: str, speech_end_sample: int) -> None:
-        # the last speech sample is the one before the silence began
-        speech_end = self._arrivals.arrival_ms(max(0, speech_end_sample - 1), self.now_ms)
-        self._turn_latency[item_id] = TurnLatency(item_id, speech_end, self.now_ms)
+        pcm = self._turns.speech_audio(item_id)
+        return None if pcm is None else self._transcription(item_id, pcm)
 
     def take_latency(self, response_id: str) -> TurnLatency | None:
         """The latency record of the turn this response answers, once its first output is out.
@@ -640,90 +518,6 @@ class RealtimeSession:
             return None
         del self._turn_latency[response_id]
         return record
-
-    def _check_pause(self, pause: semantic.TurnPause) -> None:
-        """During a pause under semantic_vad: end the turn at max wait, else ask the model."""
-        td = self._turn_detection()
-        assert isinstance(td, SemanticVad)
-        position = self._vad.position
-        max_wait = semantic.MAX_WAIT_MS[td.eagerness] * SESSION_RATE // 1000
-        if position - pause.speech_end >= max_wait:
-            self._end_pause(position)
-        elif not pause.asked and position >= pause.ask_at:
-            pause.asked = True
-            shown = pause.speech_end + semantic.FIRST_CHECK_MS * SESSION_RATE // 1000
-            pcm = self._buffer.peek(self._speech_start_sample, min(position, shown))
-            self._out.commands.append(EvaluateTurn(pause.item_id, pcm))
-
-    def _on_turn_evaluated(self, event: be.TurnEvaluated) -> None:
-        pause = self._pause
-        td = self._turn_detection()
-        if pause is None or pause.item_id != event.item_id or not isinstance(td, SemanticVad):
-            return
-        if event.probability >= semantic.THRESHOLDS[td.eagerness]:
-            self._end_pause(self._vad.position)
-
-    def _end_pause(self, sample: int) -> None:
-        self._pause = None
-        self._speech_stopped(sample)
-
-    def _prefix_samples(self) -> int:
-        td = self._turn_detection()
-        prefix_ms = td.prefix_padding_ms if isinstance(td, ServerVad) else 300
-        return int(prefix_ms * SESSION_RATE // 1000)
-
-    def _trim_idle_buffer(self) -> None:
-        """Outside speech, keep only the prefix padding (server VAD buffers no silence)."""
-        self._buffer.drop_before(self._vad.position - self._prefix_samples())
-
-    def _speech_started(self, change: SpeechStart) -> None:
-        self._idle_deadline_ms = None
-        self._drop_speculation()
-        self._speech_item_id = self.ids.new("item")
-        self._speech_start_sample = max(self._buffer.start, change.sample - self._prefix_samples())
-        heard = self._buffer.peek(self._speech_start_sample, self._buffer.written)
-        self._out.commands.append(Listen(self._speech_item_id, heard))
-        self._emit(
-            se.InputAudioBufferSpeechStarted,
-            audio_start_ms=self._speech_start_sample * 1000 // SESSION_RATE,
-            item_id=self._speech_item_id,
-        )
-        td = self._turn_detection()
-        if self.kind == "realtime" and td is not None and td.interrupt_response:
-            if self._default_response is not None:
-                self._cancel(self._responses[self._default_response], "turn_detected")
-            if self._playback is not None:  # barge-in: cut what is playing (spec §5.7)
-                self._playback.clear()
-            elif self._processor is not None:
-                self._processor.drop_far_end()  # the client stops its playback on this event
-
-    def _speech_stopped(self, sample: int) -> None:
-        item_id = self._speech_item_id or self.ids.new("item")
-        self._speculating = None  # the runtime keeps it for the Generate this turn will issue
-        if (record := self._turn_latency.get(item_id)) is not None:
-            record.turn_end_ms = self.now_ms
-        self._speech_item_id = None
-        self._emit(
-            se.InputAudioBufferSpeechStopped,
-            audio_end_ms=sample * 1000 // SESSION_RATE,
-            item_id=item_id,
-        )
-        pcm = self._buffer.take(self._speech_start_sample, sample)
-        self._commit_audio(item_id, pcm)
-        self._after_user_turn(item_id)
-
-    def _idle_timeout(self) -> None:
-        item_id = self.ids.new("item")
-        start_ms = self._buffer.start * 1000 // SESSION_RATE
-        self._emit(
-            se.InputAudioBufferTimeoutTriggered,
-            audio_start_ms=start_ms,
-            audio_end_ms=self._buffer.written * 1000 // SESSION_RATE,
-            item_id=item_id,
-        )
-        pcm = self._buffer.take_all()
-        self._commit_audio(item_id, pcm)
-        self._after_user_turn(item_id)
 
     # ------------------------------------------------------------------ transcription
 
@@ -771,6 +565,7 @@ class RealtimeSession:
                     },
                 )
         self._input_ready(event.item_id)
+        self._turns.transcribed(event.item_id, event.transcript)
 
     def _on_transcription_failed(self, event: be.TranscriptionFailed) -> None:
         entry = self.conversation.get(event.item_id)
@@ -788,6 +583,7 @@ class RealtimeSession:
                     },
                 )
         self._input_ready(event.item_id)
+        self._turns.transcribed(event.item_id, None)
 
     def _input_ready(self, item_id: str) -> None:
         for run in list(self._responses.values()):
@@ -910,7 +706,7 @@ class RealtimeSession:
         self._responses[run.id] = run
         if in_conversation:
             self._default_response = run.id
-        self._idle_deadline_ms = None
+        self._turns.response_created()
         self._emit(se.ResponseCreated, response=run.payload())
         if not run.waiting_for:
             self._start_generation(run)
@@ -1090,7 +886,7 @@ class RealtimeSession:
         """
         if self.state is SessionState.CLOSED:
             return
-        self._auto_response_pending = False
+        self._turns.shut_down()
         for run in [r for r in self._responses.values() if r.active]:
             self._out.commands.append(CancelResponse(run.id))
             self._fail(run, "server_shutting_down", message)
@@ -1136,41 +932,36 @@ class RealtimeSession:
             del self._turn_latency[run.id]  # no output: nothing to measure
         if self._default_response == run.id:
             self._default_response = None
-            self._arm_idle_timer(run)
-            if self._auto_response_pending:
-                self._auto_response_pending = False
-                self._create_response(ce.ResponseCreateParams())
+            audio_ms = sum(
+                len(e.audio.get(0, b"")) // BYTES_PER_MS
+                for item in run.output
+                if item.id is not None and (e := self.conversation.get(item.id)) is not None
+            )
+            played_out = run.state in (ResponseState.COMPLETED, ResponseState.INCOMPLETE)
+            self._turns.answer_done(run.id, audio_ms=audio_ms, played_out=played_out)
 
-    def _arm_idle_timer(self, run: ResponseRun) -> None:
-        """Idle timeout counts from ``response.done`` plus the audio still playing (spec §5.10)."""
-        td = self._turn_detection()
-        if not isinstance(td, ServerVad) or td.idle_timeout_ms is None:
-            return
-        audio_ms = sum(
-            len(e.audio.get(0, b"")) // BYTES_PER_MS
-            for item in run.output
-            if item.id is not None and (e := self.conversation.get(item.id)) is not None
-        )
-        played_out = run.state in (ResponseState.COMPLETED, ResponseState.INCOMPLETE)
-        if self._playback is not None and audio_ms > 0 and played_out:
-            # The transport says when the audio has really played (PlaybackDrained).
-            self._idle_after_playback = run.id
-            return
-        self._idle_deadline_ms = self.now_ms + audio_ms + td.idle_timeout_ms
+    # ------------------------------------------------------------------ turn-taking's host
 
-    def _idle_from_drain(self, response_id: str) -> None:
-        """Over WebRTC the idle timeout counts from the end of playback (spec §5.10)."""
-        td = self._turn_detection()
-        if self._idle_after_playback != response_id:
-            return
-        self._idle_after_playback = None
-        if (
-            isinstance(td, ServerVad)
-            and td.idle_timeout_ms is not None
-            and self._default_response is None
-            and self._speech_item_id is None
-        ):
-            self._idle_deadline_ms = self.now_ms + td.idle_timeout_ms
+    def _answer(self, latency: TurnLatency | None) -> None:
+        response_id = self._create_response(ce.ResponseCreateParams())
+        if latency is not None:
+            self._turn_latency[response_id] = latency
+
+    def _interrupt(self) -> None:
+        if self._default_response is not None:
+            self._cancel(self._responses[self._default_response], "turn_detected")
+        if self._playback is not None:  # barge-in: cut what is playing (spec §5.7)
+            self._playback.clear()
+        elif self._processor is not None:
+            self._processor.drop_far_end()  # the client stops its playback on this event
+
+    def _speculation(self) -> Generate | None:
+        params = ce.ResponseCreateParams()
+        messages = self._instructions(params) + self.conversation.chat_messages()
+        try:
+            return self._generate(params, "", messages)
+        except ProtocolError:
+            return None
 
     # ------------------------------------------------------------------ output
 
@@ -1179,3 +970,30 @@ class RealtimeSession:
 
     def _command(self, command: Command) -> None:
         self._out.commands.append(command)
+
+
+class _Host:
+    """A session as :class:`~openrealtime.core.turn_taking.TurnHost` (kept off its public API)."""
+
+    def __init__(self, session: RealtimeSession) -> None:
+        self._session = session
+
+    @property
+    def now_ms(self) -> int:
+        return self._session.now_ms
+
+    @property
+    def responding(self) -> bool:
+        return self._session._default_response is not None
+
+    def commit_turn(self, item_id: str, pcm16: bytes) -> None:
+        self._session._commit_audio(item_id, pcm16)
+
+    def answer(self, latency: TurnLatency | None) -> None:
+        self._session._answer(latency)
+
+    def interrupt(self) -> None:
+        self._session._interrupt()
+
+    def speculation(self) -> Generate | None:
+        return self._session._speculation()

@@ -3,6 +3,9 @@
 Each machine is an enum plus a transition table ``{(state, trigger): next_state}``. A move not in
 the table raises :class:`InvalidTransition`, which the session reports as a ``server_error``
 naming the machine, the state and the trigger.
+
+The turn-taking machine (who has the floor: the user's turn, semantic pauses, barge-in and
+false interruptions) is written down with its logic in :mod:`openrealtime.core.turn_taking`.
 """
 
 from __future__ import annotations
@@ -32,12 +35,15 @@ class SessionState(Enum):
 
 SESSION_TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
     (SessionState.OPEN, "close"): SessionState.CLOSED,
-    (SessionState.OPEN, "expire"): SessionState.CLOSED,
 }
 
 
 class SpeechState(Enum):
-    """Server VAD over the input audio buffer (spec §5.2)."""
+    """Server VAD over the input audio buffer (spec §5.2).
+
+    The hysteresis of :class:`~openrealtime.core.turn_detection.ServerVadDetector`; a commit, a
+    clear or turning detection off resets it (trigger ``clear``).
+    """
 
     SILENCE = "silence"
     SPEAKING = "speaking"
@@ -46,9 +52,7 @@ class SpeechState(Enum):
 SPEECH_TRANSITIONS: dict[tuple[SpeechState, str], SpeechState] = {
     (SpeechState.SILENCE, "speech_started"): SpeechState.SPEAKING,
     (SpeechState.SPEAKING, "speech_stopped"): SpeechState.SILENCE,
-    (SpeechState.SPEAKING, "commit"): SpeechState.SILENCE,
     (SpeechState.SPEAKING, "clear"): SpeechState.SILENCE,
-    (SpeechState.SPEAKING, "vad_off"): SpeechState.SILENCE,
 }
 
 

@@ -34,7 +34,9 @@ from openrealtime.core.commands import (
     EvaluateTurn,
     Generate,
     Listen,
+    PausePlayback,
     PlayAudio,
+    ResumePlayback,
     Speculate,
     StopListening,
     Transcribe,
@@ -42,6 +44,7 @@ from openrealtime.core.commands import (
 from openrealtime.core.ids import IdFactory, RandomIds
 from openrealtime.core.latency import TurnLatency
 from openrealtime.core.session import Limits, RealtimeSession
+from openrealtime.core.turn_taking import TurnOptions
 from openrealtime.logging_setup import SessionLogger
 from openrealtime.protocol.client_events import CLIENT_EVENT_MODELS, WEBSOCKET_EVENT_TYPES
 from openrealtime.protocol.codec import client_event_id, dump_event, parse_client_event
@@ -82,6 +85,10 @@ class DriverConfig(Protocol):
     outbound_stall_seconds: float
     max_conversation_text_bytes: int
     max_conversation_audio_seconds: float
+    echo_cancellation: bool
+    resume_false_interruptions: bool
+    min_interruption_ms: int
+    false_interruption_timeout_ms: int
 
 
 class ServicesLike(Protocol):
@@ -173,6 +180,11 @@ class SessionDriver:
             turn_model=self.engines.turn is not None,
             playback=media is not None,
             input_processor=self._processor,
+            turn_options=TurnOptions(
+                resume_false_interruptions=config.resume_false_interruptions,
+                min_interruption_ms=config.min_interruption_ms,
+                false_interruption_timeout_ms=config.false_interruption_timeout_ms,
+            ),
         )
         self.log = SessionLogger(log, self.session.id)
         self._media = media
@@ -473,7 +485,7 @@ class SessionDriver:
                     )
             case CloseSession():
                 self._close = command
-            case PlayAudio() | EndPlayback() | ClearPlayback():
+            case PlayAudio() | EndPlayback() | ClearPlayback() | PausePlayback() | ResumePlayback():
                 self._playback(command)
 
     def _log_stopped(
@@ -525,7 +537,9 @@ class SessionDriver:
         self.log.info("%s: using the answer prepared during the pause (%s)", rid, progress)
         return True
 
-    def _playback(self, command: PlayAudio | EndPlayback | ClearPlayback) -> None:
+    def _playback(
+        self, command: PlayAudio | EndPlayback | ClearPlayback | PausePlayback | ResumePlayback
+    ) -> None:
         """Run a command on the output audio buffer (WebRTC, spec §5.7)."""
         if self._media is None:
             return
@@ -543,6 +557,10 @@ class SessionDriver:
                 for report in buffer.clear():
                     self._play_latency.pop(report.response_id, None)
                     self.session.receive_backend_event(report)
+            case PausePlayback():
+                buffer.pause()
+            case ResumePlayback():
+                buffer.resume()
 
     def _deliver_playback(self, event: be.BackendEvent) -> None:
         """The output buffer reports (from the audio track): queued like any backend result."""

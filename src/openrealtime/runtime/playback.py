@@ -11,6 +11,10 @@ exactly how much of each item has been played, which is what makes server-side t
 * ``PlaybackCleared`` (returned by :meth:`PlaybackBuffer.clear`) with the bytes played of every
   item that was cut off.
 
+While the user may be interrupting, the session pauses the buffer (``PausePlayback``): reads
+return silence and consume nothing, so the play positions stay exact, until ``ResumePlayback``
+or a clear.
+
 No asyncio here: the reader and the driver run on the same event loop, and reports go through
 the ``notify`` callback the driver installs.
 """
@@ -65,6 +69,7 @@ class PlaybackBuffer:
         self._queue: deque[_Chunk | _End] = deque()
         self._responses: dict[str, _Response] = {}
         self._queued_bytes = 0
+        self._paused = False
 
     @property
     def queued_bytes(self) -> int:
@@ -75,6 +80,19 @@ class PlaybackBuffer:
     def idle(self) -> bool:
         """Whether nothing is queued (the track sends silence)."""
         return not self._queue
+
+    @property
+    def paused(self) -> bool:
+        """Whether reads are held (``PausePlayback`` and no resume or clear since)."""
+        return self._paused
+
+    def pause(self) -> None:
+        """Hold everything queued where it is (run ``PausePlayback``); reads give silence."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Play on from where :meth:`pause` held it (run ``ResumePlayback``)."""
+        self._paused = False
 
     def play(self, response_id: str, item_id: str, pcm16: bytes) -> None:
         """Queue audio of ``item_id`` (run ``PlayAudio``)."""
@@ -95,6 +113,8 @@ class PlaybackBuffer:
     def clear(self) -> list[be.PlaybackCleared]:
         """Drop everything unplayed (run ``ClearPlayback``); say what each response had played.
 
+        A clear also ends a pause.
+
         Returns:
             One report per response with audio queued or playing and not yet drained; each
             lists the items that still had unplayed audio, with the bytes played of each.
@@ -114,6 +134,7 @@ class PlaybackBuffer:
         self._queue.clear()
         self._responses.clear()
         self._queued_bytes = 0
+        self._paused = False
         return reports
 
     def read(self, nbytes: int) -> bytes:
@@ -123,8 +144,11 @@ class PlaybackBuffer:
             nbytes: the frame's size in bytes (even).
 
         Returns:
-            Exactly ``nbytes`` bytes of PCM16.
+            Exactly ``nbytes`` bytes of PCM16: silence while paused (nothing is consumed, and
+            ``on_played`` is not called).
         """
+        if self._paused:
+            return bytes(nbytes)
         out = bytearray()
         while self._queue and (len(out) < nbytes or isinstance(self._queue[0], _End)):
             head = self._queue[0]
