@@ -174,3 +174,31 @@ def test_noise_reduction_lowers_steady_noise(kind: str) -> None:
     processor.set_noise_reduction(None)
     processor.flush()
     assert processor.process(noise[:STEP], 0) == noise[:STEP]
+
+
+def test_input_streamed_faster_than_real_time_is_left_alone(say: Callable[[str], Speech]) -> None:
+    """A file streamed at 8x cannot hold the room's echo: the canceller must not eat it."""
+    far = samples(say(ANSWER).pcm)
+    mic = pcm(microphone(far, echo_db=None, near=samples(say("Stop please.").pcm), near_at_s=0.3))
+    processor = VoiceProcessor()
+    processor.far_end(pcm(far), 0)
+    out = bytearray()
+    for i in range(0, len(mic), STEP):
+        out += processor.process(mic[i : i + STEP], i // 48 // 8)
+    # Found out within the first 300 ms of audio (the lateness fell by 250 ms); after that the
+    # input is returned as it came.
+    start = 300 * 48
+    assert bytes(out[start:]) == mic[start : len(out)]
+
+
+def test_a_live_microphone_with_jitter_is_still_cancelled(say: Callable[[str], Speech]) -> None:
+    """Appends that arrive in bursts of up to 200 ms, as over a congested network."""
+    far = samples(say(ANSWER).pcm)
+    mic = pcm(microphone(far, echo_db=-12))
+    processor = VoiceProcessor()
+    processor.far_end(pcm(far), 0)
+    out = bytearray()
+    rng = np.random.default_rng(4)
+    for i in range(0, len(mic), STEP):
+        out += processor.process(mic[i : i + STEP], i // 48 + int(rng.integers(0, 200)))
+    assert processor.frames_cancelled > len(far) // 240 * 0.9

@@ -120,6 +120,37 @@ class _FarEnd:
         self.queued = 0
 
 
+class _Pace:
+    """Whether input audio arrives in real time, as a microphone's does.
+
+    Audio streamed faster than real time (a file, a test, a benchmark at 8x) cannot hold the
+    echo of what is playing: pairing it with the far end 10 ms for 10 ms would only let the
+    canceller's suppressor eat the words. Each append's lateness (wall time of arrival minus
+    the audio time it ends at) falls steadily for such a stream, while a live one only jitters
+    around its usual lateness: input whose lateness fell more than :data:`AHEAD_MS` under its
+    largest of the last :data:`WINDOW_MS` is taken as not live.
+    """
+
+    def __init__(self) -> None:
+        self._audio_ms = 0.0
+        self._lateness: deque[tuple[int, float]] = deque()
+
+    def live(self, nbytes: int, now_ms: int) -> bool:
+        self._audio_ms += nbytes / (2 * RATE / 1000)
+        lateness = now_ms - self._audio_ms
+        window = self._lateness
+        while window and window[0][0] < now_ms - WINDOW_MS:
+            window.popleft()
+        while window and window[-1][1] <= lateness:
+            window.pop()  # a later, larger lateness makes this one irrelevant to the max
+        window.append((now_ms, lateness))
+        return window[0][1] - lateness <= AHEAD_MS
+
+
+AHEAD_MS = 250
+WINDOW_MS = 2_000
+
+
 class VoiceProcessor:
     """Echo cancellation (from what the server played) and optional noise suppression.
 
@@ -143,6 +174,9 @@ class VoiceProcessor:
         self.frames_cancelled = 0
         self.frames_suppressed = 0
         self.echo_path = EchoPath()
+        self._pace = _Pace()
+        self._live = True
+        """Whether the input arrives in real time (a microphone), so it can hold an echo."""
 
     # ------------------------------------------------------------------ InputProcessor
 
@@ -171,6 +205,7 @@ class VoiceProcessor:
 
     def process(self, pcm16: bytes, now_ms: int) -> bytes:
         """Clean input audio in 10 ms frames; returns what is ready (holds back < 10 ms)."""
+        self._live = self._pace.live(len(pcm16), now_ms)
         if self._far.queued:
             self._far.catch_up(now_ms)
             self._tail = ECHO_TAIL_FRAMES
@@ -196,11 +231,14 @@ class VoiceProcessor:
 
     # ------------------------------------------------------------------ internals
 
+    def _cancelling(self) -> bool:
+        return self.echo_cancellation and self._tail > 0 and self._live
+
     def _active(self) -> bool:
-        return self._ns is not None or (self.echo_cancellation and self._tail > 0)
+        return self._ns is not None or self._cancelling()
 
     def _process_frame(self, frame: bytearray) -> None:
-        if self.echo_cancellation and self._tail > 0:
+        if self._cancelling():
             if self._aec is None:
                 self._aec = _apm(echo_cancellation=True, high_pass_filter=True)
             far = self._far.take(FRAME_BYTES)
@@ -254,6 +292,8 @@ class EchoPath:
         self._mic: deque[float] = deque(maxlen=WINDOW_FRAMES + MAX_LAG_FRAMES)
         self._since_check = 0
         self._active_frames = 0
+        self._quiet_frames = MAX_LAG_FRAMES + 1
+        """Far-end frames since the last one with audio."""
         self.echo: bool | None = None
         """``True`` echo found, ``False`` none comes back, ``None`` not known yet."""
         self.correlation = 0.0
@@ -262,7 +302,11 @@ class EchoPath:
         """Record one frame pair; returns whether to use the canceller's output for it."""
         far_db = _level_db(far)
         if far_db < FAR_ACTIVE_DB:
-            return self.echo is not False  # the far end is silent: nothing new to learn
+            # Nothing new to learn. Unless an echo was found, only the last 500 ms of far-end
+            # audio can still come back: after that the microphone is taken as it is.
+            self._quiet_frames += 1
+            return self.echo is True or (self.echo is None and self._quiet_frames <= MAX_LAG_FRAMES)
+        self._quiet_frames = 0
         self._far.append(far_db)
         self._mic.append(_level_db(mic))
         self._active_frames += 1
