@@ -146,7 +146,7 @@ class Config:
     shorter than ``min_interruption_ms`` and only backchannel words). Off: every barge-in
     cancels at once, as over a WebSocket (where the client owns playback)."""
 
-    min_interruption_ms: int = 600
+    min_interruption_ms: int = 1000
     """Speech over a paused answer that lasts this long is a real interruption (WebRTC)."""
 
     false_interruption_timeout_ms: int = 2000

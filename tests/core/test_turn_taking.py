@@ -225,6 +225,9 @@ def test_a_move_outside_the_table_is_refused() -> None:
         ("Hmmm", False),
         ("OK. Okay, alright, sure, right, yep, yes.", False),
         ("um... uh", False),
+        ("m m h m", False),  # PocketSphinx's spelling of flite's "mm hm"
+        ("I", False),
+        ("I want to know", True),
         ("Yeah, but wait.", True),
         ("Stop.", True),
         ("no", True),

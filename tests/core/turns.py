@@ -15,8 +15,9 @@ from tests.core.sim import Sim, add_user_text, pcm, speak
 
 SERVER_VAD: dict[str, Any] = {"type": "server_vad"}  # silence_duration_ms 200: 7 frames
 SEMANTIC_VAD: dict[str, Any] = {"type": "semantic_vad"}  # with the turn model: asked after 7
-RESUME = TurnOptions()
-"""The server's defaults: false interruptions resume, 600 ms, 2000 ms."""
+RESUME = TurnOptions(min_interruption_ms=600)
+"""False interruptions resume; 600 ms of speech is real (the frame counts in these tests
+assume it; the server's default is 1000), 2000 ms transcript timeout."""
 
 
 def call(

@@ -7,7 +7,7 @@ The caller is an aiortc peer that speaks flite speech into its microphone track 
 answer plays. The fake STT is an *ideal* recogniser: before each utterance the test sets its
 ``transcript`` to exactly the words the caller is about to say, so what is tested is the
 server's turn-taking, not speech recognition. Silero hears flite's "uh huh" as about 450 ms of
-speech (under ``min_interruption_ms``, 600) and the long sentence as almost 3 s.
+speech (under ``min_interruption_ms``, 1000) and the long sentence as almost 3 s.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from openrealtime.app import create_app
-from openrealtime.backends.base import Engines
+from openrealtime.backends.base import Engines, SpeechToText
 from openrealtime.backends.fake import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech
 from openrealtime.backends.vad_silero import SileroVad
 from openrealtime.config import Config
@@ -82,10 +82,15 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def serving(silero: SileroVad, **config: Any) -> AsyncIterator[Server]:
+async def serving(
+    silero: SileroVad, recogniser: SpeechToText | None = None, **config: Any
+) -> AsyncIterator[Server]:
     stt = FakeSpeechToText()
     engines = Engines(
-        vad=silero, stt=stt, llm=FakeLanguageModel(reply=REPLY), tts=FakeTextToSpeech()
+        vad=silero,
+        stt=recogniser or stt,
+        llm=FakeLanguageModel(reply=REPLY),
+        tts=FakeTextToSpeech(),
     )
     app = create_app(Config(api_keys=(API_KEY,), **config), engines)
     async with running_server(app) as base:
@@ -215,3 +220,49 @@ async def test_long_speech_interrupts_and_truncates_at_what_the_caller_heard(
         # The caller's turn goes on and is answered.
         events = await caller.collect_until("response.created", wait_s=15)
         assert "input_audio_buffer.speech_stopped" in [e["type"] for e in events]
+
+
+def cough() -> bytes:
+    """A cough: 250 ms of decaying noise bursts, 24 kHz PCM16."""
+    rng = np.random.default_rng(11)
+    t = np.arange(6000)
+    burst = rng.normal(0, 0.35, t.size) * np.exp(-t / 1500) * (1 + np.sin(t / 40))
+    return (np.clip(burst, -1, 1) * 32767).astype(np.int16).tobytes()
+
+
+@pytest.mark.parametrize("sound", ["cough", "okay", "mm hm"])
+async def test_with_the_real_recogniser_a_cough_or_a_backchannel_does_not_lose_the_answer(
+    silero: SileroVad, tmp_path: Path, sound: str
+) -> None:
+    """The embedded PocketSphinx instead of the ideal recogniser: what a user of the default
+    stack gets. It hears the cough as nothing, "okay" as "okay" and "mm hm" as "m m h m"."""
+    from openrealtime.backends.stt_pocketsphinx import PocketsphinxSpeechToText
+
+    recogniser = PocketsphinxSpeechToText()
+    try:
+        async with (
+            serving(silero, recogniser) as server,
+            call(server.base, session=SESSION) as caller,
+        ):
+            played = Played()
+            live = call_registry(server.app).get(caller.call_id)
+            assert live is not None
+            played.watch(live.media.playback)
+            caller.send({"type": "response.create"})
+            events = await caller.collect_until("output_audio_buffer.started")
+            await asyncio.sleep(1.0)
+            caller.mic.say(cough() if sound == "cough" else flite(sound, tmp_path))
+            events += await caller.collect_until("output_audio_buffer.stopped", wait_s=20)
+            kinds = [e["type"] for e in events]
+            if sound == "cough" and "input_audio_buffer.speech_started" not in kinds:
+                assert played.moves == []  # Silero did not even take it for speech
+            else:
+                assert "input_audio_buffer.speech_started" in kinds, "the sound was not heard"
+                assert played.moves == ["pause", "resume"]
+            assert "conversation.item.truncated" not in kinds
+            assert "output_audio_buffer.cleared" not in kinds
+            (done,) = of_type(events, "response.done")
+            assert done["response"]["status"] == "completed"
+            assert len(of_type(events, "response.created")) == 1
+    finally:
+        recogniser.close()

@@ -88,7 +88,9 @@ BACKCHANNELS = frozenset(
     "mm mhm mm-hm hmm uh-huh uh um yeah yep yes okay ok right sure alright".split()
 )
 """Words that do not claim the turn: a listener's feedback and fillers. Compared ignoring case,
-punctuation and repeated letters, so "Mm-hmm.", "mm hm", "Hmmm" and "OK!" are all in it."""
+punctuation and repeated letters, so "Mm-hmm.", "mm hm", "Hmmm" and "OK!" are all in it. A
+lone letter claims nothing either: it is how a recogniser spells a hum (PocketSphinx hears
+flite's "mm hm" as "m m h m")."""
 
 
 def _key(word: str) -> str:
@@ -107,7 +109,7 @@ def claims_the_turn(transcript: str) -> bool:
     """
     for token in transcript.split():
         key = _key(token)
-        if not key or key in _BACKCHANNEL_KEYS:
+        if len(key) <= 1 or key in _BACKCHANNEL_KEYS:
             continue
         parts = [_key(part) for part in re.split(r"\W+", token)]
         if not all(not part or part in _BACKCHANNEL_KEYS for part in parts):
@@ -177,7 +179,7 @@ class TurnOptions:
     resume_false_interruptions: bool = True
     """Over WebRTC, hold an answer when speech starts over it and resume it if that was no real
     interruption (otherwise every barge-in interrupts at once, as over a WebSocket)."""
-    min_interruption_ms: int = 600
+    min_interruption_ms: int = 1000
     """Speech over a held answer that lasts this long is a real interruption."""
     false_interruption_timeout_ms: int = 2000
     """Shorter overlapping speech whose transcript has not come this long after it ended is a
