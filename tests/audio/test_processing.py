@@ -142,12 +142,26 @@ def test_cancellation_off_ignores_the_far_end(say: Callable[[str], Speech]) -> N
     assert run(VoiceProcessor(echo_cancellation=False), far, mic) == pcm(mic)
 
 
-def test_stale_far_end_audio_is_dropped_by_the_wall_clock() -> None:
-    """A client that sent no microphone audio while the answer played: the answer is gone."""
+def test_after_a_gap_in_the_input_stale_far_end_audio_is_dropped() -> None:
+    """Push-to-talk: no microphone audio while most of the answer played."""
     processor = VoiceProcessor()
     processor.far_end(bytes(RATE * 2 * 10), now_ms=0)  # 10 s of answer, sent at once
-    processor.process(bytes(STEP), now_ms=30_000)  # the microphone comes back 30 s later
-    assert processor._far.queued <= RATE * 2 * 1  # at most the tolerated second
+    for ms in range(0, 1000, 20):
+        processor.process(bytes(STEP), now_ms=ms)
+    processor.process(bytes(STEP), now_ms=4000)  # the microphone comes back after 3 s
+    # What played before 3.5 s (4 s less the echo's 500 ms reach) is gone.
+    left_ms = processor._far.queued // 48
+    assert 6480 <= left_ms <= 6520, left_ms
+
+
+def test_a_late_but_steady_microphone_is_never_skipped_ahead() -> None:
+    """Every append arrives 1.5 s after it was recorded: the lockstep alone keeps the lag."""
+    processor = VoiceProcessor()
+    for ms in range(0, 3000, 20):
+        if ms == 500:
+            processor.far_end(bytes(RATE * 2 * 10), now_ms=ms + 1500)
+        processor.process(bytes(STEP), now_ms=ms + 1500)
+    assert processor._far.queued // 48 == 10_000 - 2500
 
 
 def test_barge_in_drops_the_far_end() -> None:
@@ -202,3 +216,20 @@ def test_a_live_microphone_with_jitter_is_still_cancelled(say: Callable[[str], S
     for i in range(0, len(mic), STEP):
         out += processor.process(mic[i : i + STEP], i // 48 + int(rng.integers(0, 200)))
     assert processor.frames_cancelled > len(far) // 240 * 0.9
+
+
+def test_a_backlog_after_a_stall_is_still_live_input(say: Callable[[str], Speech]) -> None:
+    """The server's loop (or the network) stalls 600 ms, then 600 ms of appends arrive at once:
+    still a microphone, still cancelled."""
+    far = samples(say(ANSWER).pcm)
+    mic = pcm(microphone(far, echo_db=-12))
+    processor = VoiceProcessor()
+    processor.far_end(pcm(far), 0)
+    for i in range(0, len(mic), STEP):
+        at = i // 48
+        if 2000 <= at < 2600:
+            at = 2600  # held back, then all at once
+        before = processor.frames_cancelled
+        processor.process(mic[i : i + STEP], at)
+        if at < len(far) // 24:  # while the answer plays
+            assert processor.frames_cancelled == before + 2, at

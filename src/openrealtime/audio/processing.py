@@ -17,9 +17,12 @@ microphone heard. The processor keeps the assistant's audio in a queue and hands
 * over WebRTC the runtime pushes each frame the call's track actually sent, in real time, so the
   queue stays a few frames long.
 
-The queue follows the wall clock too: audio that should have been played long ago (a client that
-stopped sending microphone audio while the assistant spoke) is dropped, so a later turn is never
-compared with a stale answer. Barge-in and truncation empty it (the client stopped playing).
+A client that sent no microphone audio for a while as the assistant spoke (push-to-talk) comes
+back to a queue the wall clock has overtaken: what finished playing more than the echo's reach
+(500 ms) ago is dropped first, so a later turn is never compared with a stale answer. A client
+that keeps streaming is never skipped ahead, even when its audio arrives late or in bursts: the
+lockstep keeps the echo's lag constant, which is what AEC3 needs. Barge-in and truncation empty
+the queue (the client stopped playing).
 
 **Cost.** The canceller runs only while there is far-end audio and for a short tail after it
 (echo still arriving); the suppressor runs while ``noise_reduction`` is set. Otherwise the audio
@@ -44,8 +47,11 @@ FRAME_BYTES = FRAME_SAMPLES * 2
 ECHO_TAIL_FRAMES = 150
 """Frames (1.5 s) the canceller keeps running after the far end went quiet: the echo of its
 last samples arrives up to the delay later, and AEC3 keeps its filter warm meanwhile."""
-MAX_FAR_LAG_MS = 1_000
-"""Far-end audio older than this (by the wall clock) is no longer in the room: dropped."""
+MIC_GAP_MS = 500
+"""Input that resumes after a gap this long (no appends while the far end played) first drops
+the far-end audio that played meanwhile."""
+MAX_ECHO_MS = 500
+"""How late an echo can come back (the echo-path detector's range)."""
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +103,10 @@ class _FarEnd:
         return out
 
     def catch_up(self, now_ms: int) -> None:
-        """Drop audio that, by the wall clock, finished playing more than a second ago."""
+        """Drop audio that, by the wall clock, finished playing before the last echo's reach."""
         behind_ms = self.queued // (2 * RATE // 1000) - (self._ends_ms - now_ms)
-        if behind_ms > MAX_FAR_LAG_MS:
-            self.skip((behind_ms - MAX_FAR_LAG_MS // 2) * (2 * RATE // 1000))
+        if behind_ms > MAX_ECHO_MS:
+            self.skip((behind_ms - MAX_ECHO_MS) * (2 * RATE // 1000))
 
     def skip(self, nbytes: int) -> None:
         nbytes = min(nbytes - nbytes % 2, self.queued)
@@ -125,30 +131,33 @@ class _Pace:
 
     Audio streamed faster than real time (a file, a test, a benchmark at 8x) cannot hold the
     echo of what is playing: pairing it with the far end 10 ms for 10 ms would only let the
-    canceller's suppressor eat the words. Each append's lateness (wall time of arrival minus
-    the audio time it ends at) falls steadily for such a stream, while a live one only jitters
-    around its usual lateness: input whose lateness fell more than :data:`AHEAD_MS` under its
-    largest of the last :data:`WINDOW_MS` is taken as not live.
+    canceller's suppressor eat the words. An append's lateness (wall time of arrival minus the
+    audio time it ends at) has a floor for a microphone: audio cannot arrive before it was
+    recorded, so a live stream's lateness only jitters above its best case, and a backlog
+    (a stalled network or event loop catching up) comes back down to that floor, never under
+    it. A faster stream's lateness keeps falling. Input whose lateness is more than
+    :data:`AHEAD_MS` under the floor (the least lateness of appends older than
+    :data:`SETTLE_MS`, or the first append's until then) is taken as not live.
     """
 
     def __init__(self) -> None:
         self._audio_ms = 0.0
-        self._lateness: deque[tuple[int, float]] = deque()
+        self._recent: deque[tuple[int, float]] = deque()
+        self._floor: float | None = None
 
     def live(self, nbytes: int, now_ms: int) -> bool:
         self._audio_ms += nbytes / (2 * RATE / 1000)
         lateness = now_ms - self._audio_ms
-        window = self._lateness
-        while window and window[0][0] < now_ms - WINDOW_MS:
-            window.popleft()
-        while window and window[-1][1] <= lateness:
-            window.pop()  # a later, larger lateness makes this one irrelevant to the max
-        window.append((now_ms, lateness))
-        return window[0][1] - lateness <= AHEAD_MS
+        if self._floor is None:
+            self._floor = lateness
+        while self._recent and self._recent[0][0] < now_ms - SETTLE_MS:
+            self._floor = min(self._floor, self._recent.popleft()[1])
+        self._recent.append((now_ms, lateness))
+        return lateness >= self._floor - AHEAD_MS
 
 
 AHEAD_MS = 250
-WINDOW_MS = 2_000
+SETTLE_MS = 1_000
 
 
 class VoiceProcessor:
@@ -175,6 +184,7 @@ class VoiceProcessor:
         self.frames_suppressed = 0
         self.echo_path = EchoPath()
         self._pace = _Pace()
+        self._last_input_ms: int | None = None
         self._live = True
         """Whether the input arrives in real time (a microphone), so it can hold an echo."""
 
@@ -206,8 +216,11 @@ class VoiceProcessor:
     def process(self, pcm16: bytes, now_ms: int) -> bytes:
         """Clean input audio in 10 ms frames; returns what is ready (holds back < 10 ms)."""
         self._live = self._pace.live(len(pcm16), now_ms)
+        gap = self._last_input_ms is None or now_ms - self._last_input_ms > MIC_GAP_MS
+        self._last_input_ms = now_ms
         if self._far.queued:
-            self._far.catch_up(now_ms)
+            if gap:
+                self._far.catch_up(now_ms)
             self._tail = ECHO_TAIL_FRAMES
         if not self._active():
             if not self._pending:
