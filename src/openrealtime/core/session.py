@@ -7,63 +7,28 @@ in order. Nothing here awaits, sleeps, reads a clock or calls a model.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, assert_never
 
-from openrealtime.audio.formats import InputDecoder, decode_clip, encode_clip
-from openrealtime.chat import ChatMessage, GenerationRequest, ToolChoice, ToolSpec
+from openrealtime.audio.formats import InputDecoder
 from openrealtime.core import backend_events as be
-from openrealtime.core.commands import (
-    CancelResponse,
-    CloseSession,
-    Command,
-    Generate,
-    Transcribe,
-)
-from openrealtime.core.conversation import (
-    Conversation,
-    Entry,
-    entry_message,
-)
+from openrealtime.core.commands import CloseSession, Command, Generate, Transcribe
+from openrealtime.core.conversation import Conversation
 from openrealtime.core.ids import IdFactory
-from openrealtime.core.input_buffer import (
-    BYTES_PER_MS,
-    InputAudioBuffer,
-    decode_base64_audio,
-)
+from openrealtime.core.input_buffer import InputAudioBuffer, decode_base64_audio
 from openrealtime.core.input_processing import InputProcessor
+from openrealtime.core.item_flow import Items
 from openrealtime.core.latency import TurnLatency
-from openrealtime.core.output import ResponseWriter
 from openrealtime.core.playback import OutputAudioBuffer
-from openrealtime.core.responses import ResponseRun, Usage
-from openrealtime.core.state import (
-    SESSION_TRANSITIONS,
-    InvalidTransition,
-    ResponseState,
-    SessionState,
-    advance,
-)
+from openrealtime.core.response_flow import Responses
+from openrealtime.core.state import SESSION_TRANSITIONS, InvalidTransition, SessionState, advance
 from openrealtime.core.turn_taking import INTERRUPT_AT_ONCE, TurnOptions, TurnTaking
 from openrealtime.protocol import client_events as ce
 from openrealtime.protocol import errors
 from openrealtime.protocol import server_events as se
-from openrealtime.protocol.base import to_wire
 from openrealtime.protocol.codec import validate
 from openrealtime.protocol.errors import ProtocolError
-from openrealtime.protocol.items import (
-    AssistantMessage,
-    FunctionCall,
-    FunctionCallOutput,
-    InputAudio,
-    OutputAudio,
-    UserMessage,
-    item_payload,
-)
 from openrealtime.protocol.session_config import (
-    RealtimeAudio,
     RealtimeSessionConfig,
     SessionConfig,
     TranscriptionSessionConfig,
@@ -102,11 +67,14 @@ class RealtimeSession:
     Call order: construct (emits ``session.created``), then any ``receive_*`` or
     ``advance_time`` call, each followed by :meth:`drain`.
 
-    Turn-taking (speech, pauses, barge-in, false interruptions, the idle timer) is decided by
-    :class:`~openrealtime.core.turn_taking.TurnTaking`; this class feeds it its inputs and
-    carries out what it asks (commit a turn, answer it, cut off an answer). ``playback``: the
-    transport plays the audio itself (WebRTC); ``turn_options``: the server's options (None:
-    every barge-in interrupts at once).
+    This class keeps the session's config, its input audio and its lifetime, and dispatches
+    everything else to its parts: turn-taking (speech, pauses, barge-in, false interruptions,
+    the idle timer) to :class:`~openrealtime.core.turn_taking.TurnTaking`, conversation items
+    and their transcription to :class:`~openrealtime.core.item_flow.Items`, responses (created,
+    generated, cancelled, done; token and latency accounting) to
+    :class:`~openrealtime.core.response_flow.Responses`. The parts ask each other through the
+    session (``_Host``). ``playback``: the transport plays the audio itself (WebRTC);
+    ``turn_options``: the server's options (None: every barge-in interrupts at once).
     """
 
     def __init__(
@@ -143,12 +111,10 @@ class RealtimeSession:
             max_text_bytes=self.limits.max_conversation_text_bytes,
             max_audio_bytes=self.limits.max_conversation_audio_bytes,
         )
-        self._writer = ResponseWriter(ids, self.conversation, self._emit)
         self._playback: OutputAudioBuffer | None = None
         """The transport's output audio buffer when it plays audio itself (WebRTC, spec §1.3)."""
         if playback:
             self._playback = OutputAudioBuffer(self.conversation, self._emit, self._command)
-            self._writer.play = self._playback.play
         self._out = Output()
         # input audio buffer: absolute sample positions in the session's audio stream
         self._buffer = InputAudioBuffer(self.limits.max_buffer_bytes)
@@ -156,14 +122,25 @@ class RealtimeSession:
         """Wire input format -> session audio; kept across appends (the resampler's state)."""
         self._processor = input_processor
         """Echo cancellation and noise reduction of all input, before anything else sees it."""
-        self._turn_latency: dict[str, TurnLatency] = {}
-        """Latency records of answered turns, by response id."""
-        # responses
-        self._responses: dict[str, ResponseRun] = {}
-        self._default_response: str | None = None
-        self._tokens_used = 0
+        host = _Host(self)
+        self._items = Items(
+            host, ids=ids, conversation=self.conversation, emit=self._emit, command=self._command
+        )
+        """Conversation items: client-created, committed turns, transcripts (core/item_flow.py)."""
+        self._responses = Responses(
+            host,
+            ids=ids,
+            conversation=self.conversation,
+            conversation_id=self.conversation_id,
+            session_id=self.id,
+            playback=self._playback,
+            processor=input_processor,
+            emit=self._emit,
+            command=self._command,
+        )
+        """Responses from creation to ``response.done`` (core/response_flow.py)."""
         self._turns = TurnTaking(
-            _Host(self),
+            host,
             ids=ids,
             buffer=self._buffer,
             playback=self._playback,
@@ -216,6 +193,37 @@ class RealtimeSession:
             return
         self._turns.advance_time()
 
+    def speech_so_far(self, item_id: str) -> Transcribe | None:
+        """A transcription request for the speech of the turn still being spoken, if ``item_id``.
+
+        For the runtime's :class:`Speculate` work with an STT engine that cannot stream: it
+        transcribes this audio once, during the pause. Pure read; emits nothing.
+        """
+        pcm = self._turns.speech_audio(item_id)
+        return None if pcm is None else self._items.transcription(item_id, pcm)
+
+    def take_latency(self, response_id: str) -> TurnLatency | None:
+        """The latency record of the turn this response answers, once its first output is out.
+
+        The driver calls it when it queues a response's first audio (or text) delta, stamps
+        ``first_sent_ms`` when the frame is written, and logs it. Returns None otherwise.
+        """
+        return self._responses.take_latency(response_id)
+
+    def shut_down(self, message: str) -> None:
+        """End the session because the server is stopping (``Lifecycle.drain``).
+
+        Every response in flight gets its ``response.done`` (``failed``,
+        ``server_shutting_down``), then one ``error`` says why, then close 1001.
+        """
+        if self.state is SessionState.CLOSED:
+            return
+        self._turns.shut_down()
+        self._responses.shut_down(message)
+        error = ProtocolError("server_shutting_down", message, type="server_error")
+        self._emit(se.Error, error=error.payload())
+        self._close(1001, "server shutting down")
+
     def receive_error(self, error: ProtocolError, event_id: str | None = None) -> None:
         """Report a client mistake found before the core (bad JSON, unknown type...)."""
         self._emit(se.Error, error=error.payload(event_id))
@@ -246,25 +254,30 @@ class RealtimeSession:
             case be.TurnEvaluated():
                 self._turns.turn_evaluated(event.item_id, event.probability)
             case be.TranscriptionDelta():
-                self._on_transcription_delta(event)
+                self._items.on_transcription_delta(event)
             case be.TranscriptionCompleted():
-                self._on_transcription_completed(event)
+                self._responses.transcribed(event.item_id)
+                self._items.on_transcription_completed(event)
+                self._responses.input_ready(event.item_id)
+                self._turns.transcribed(event.item_id, event.transcript)
             case be.TranscriptionFailed():
-                self._on_transcription_failed(event)
+                self._items.on_transcription_failed(event)
+                self._responses.input_ready(event.item_id)
+                self._turns.transcribed(event.item_id, None)
             case be.ResponseFirstToken():
-                self._on_first_token(event)
+                self._responses.on_first_token(event)
             case be.ResponseText():
-                self._on_response_text(event)
+                self._responses.on_text(event)
             case be.ResponseAudio():
-                self._on_response_audio(event)
+                self._responses.on_audio(event)
             case be.ResponseToolCall():
-                self._on_tool_call(event)
+                self._responses.on_tool_call(event)
             case be.ResponseToolArguments():
-                self._on_tool_arguments(event)
+                self._responses.on_tool_arguments(event)
             case be.ResponseGenerated():
-                self._on_generated(event)
+                self._responses.on_generated(event)
             case be.ResponseFailed():
-                self._on_response_failed(event)
+                self._responses.on_failed(event)
             case be.PlaybackStarted() if self._playback is not None:
                 self._playback.on_started(event)
             case be.PlaybackDrained() if self._playback is not None:
@@ -296,28 +309,21 @@ class RealtimeSession:
                     raise errors.invalid_value(event.type, ce.WEBSOCKET_EVENT_TYPES, "type")
                 self._playback.clear()
             case ce.ConversationItemCreate():
-                self._item_create(event)
+                self._require_realtime("conversation.item.create")
+                self._items.create(event)
             case ce.ConversationItemRetrieve():
-                item = self.conversation.retrieve(event.item_id, self._wire_audio)
-                self._emit(se.ConversationItemRetrieved, item=item)
+                self._items.retrieve(event)
             case ce.ConversationItemTruncate():
                 if self._processor is not None and self._playback is None:
                     self._processor.drop_far_end()  # the client stopped playing (spec §5.7)
-                self.conversation.truncate(event.item_id, event.content_index, event.audio_end_ms)
-                self._emit(
-                    se.ConversationItemTruncated,
-                    item_id=event.item_id,
-                    content_index=event.content_index,
-                    audio_end_ms=event.audio_end_ms,
-                )
+                self._items.truncate(event)
             case ce.ConversationItemDelete():
-                self.conversation.delete(event.item_id)
-                self._emit(se.ConversationItemDeleted, item_id=event.item_id)
+                self._items.delete(event)
             case ce.ResponseCreate():
                 self._require_realtime("response.create")
-                self._create_response(event.response or ce.ResponseCreateParams())
+                self._responses.create(event.response or ce.ResponseCreateParams())
             case ce.ResponseCancel():
-                self._cancel_event(event)
+                self._responses.cancel_event(event)
             case _:
                 assert_never(event)
 
@@ -349,7 +355,7 @@ class RealtimeSession:
             self.config, RealtimeSessionConfig
         ):
             if (
-                self._writer.audio_produced
+                self._responses.audio_produced
                 and new.audio.output.voice != self.config.audio.output.voice
             ):
                 raise ProtocolError(
@@ -388,9 +394,7 @@ class RealtimeSession:
             )
 
     def _close(self, code: int, reason: str) -> None:
-        for run in list(self._responses.values()):
-            self._out.commands.append(CancelResponse(run.id))
-        self._responses.clear()
+        self._responses.close()
         self.state = advance("session", SESSION_TRANSITIONS, self.state, "close")
         self._out.commands.append(CloseSession(code, reason))
 
@@ -469,500 +473,6 @@ class RealtimeSession:
         self._turns.clear()
         self._emit(se.InputAudioBufferCleared)
 
-    def _commit_audio(self, item_id: str, pcm: bytes) -> None:
-        """Turn audio into a user item: committed, item added/done, transcription started."""
-        previous = self.conversation.last_id
-        self._emit(se.InputAudioBufferCommitted, item_id=item_id, previous_item_id=previous)
-        item = UserMessage(
-            id=item_id,
-            type="message",
-            role="user",
-            status="completed",
-            content=[InputAudio(type="input_audio", transcript=None)],
-        )
-        entry = Entry(item=item, audio={0: bytearray(pcm)}, transcription_pending=True)
-        self._add_item(entry, None)
-        self._transcribe(item_id, pcm)
-
-    def _transcribe(self, item_id: str, pcm: bytes) -> None:
-        self._out.commands.append(self._transcription(item_id, pcm))
-
-    def _transcription(self, item_id: str, pcm: bytes) -> Transcribe:
-        tr = self.config.audio.input.transcription
-        return Transcribe(
-            item_id=item_id,
-            content_index=0,
-            pcm16=pcm,
-            model=tr.model if tr else None,
-            language=tr.language if tr else None,
-            prompt=tr.prompt if tr else None,
-        )
-
-    def speech_so_far(self, item_id: str) -> Transcribe | None:
-        """A transcription request for the speech of the turn still being spoken, if ``item_id``.
-
-        For the runtime's :class:`Speculate` work with an STT engine that cannot stream: it
-        transcribes this audio once, during the pause. Pure read; emits nothing.
-        """
-        pcm = self._turns.speech_audio(item_id)
-        return None if pcm is None else self._transcription(item_id, pcm)
-
-    def take_latency(self, response_id: str) -> TurnLatency | None:
-        """The latency record of the turn this response answers, once its first output is out.
-
-        The driver calls it when it queues a response's first audio (or text) delta, stamps
-        ``first_sent_ms`` when the frame is written, and logs it. Returns None otherwise.
-        """
-        record = self._turn_latency.get(response_id)
-        if record is None or record.tts_first_ms is None:
-            return None
-        del self._turn_latency[response_id]
-        return record
-
-    # ------------------------------------------------------------------ transcription
-
-    def _transcription_enabled(self) -> bool:
-        return self.config.audio.input.transcription is not None
-
-    def _on_transcription_delta(self, event: be.TranscriptionDelta) -> None:
-        if self._transcription_enabled() and event.item_id in self.conversation and event.text:
-            self._emit(
-                se.ConversationItemInputAudioTranscriptionDelta,
-                item_id=event.item_id,
-                content_index=0,
-                delta=event.text,
-            )
-
-    def _on_transcription_completed(self, event: be.TranscriptionCompleted) -> None:
-        for record in self._turn_latency.values():
-            if record.item_id == event.item_id:
-                record.stt_final_ms = self.now_ms
-        entry = self.conversation.get(event.item_id)
-        if entry is not None:
-            entry.heard_text = event.transcript
-            entry.transcription_pending = False
-            if self._transcription_enabled() and isinstance(entry.item, UserMessage):
-                content = [
-                    p.model_copy(update={"transcript": event.transcript})
-                    if isinstance(p, InputAudio)
-                    else p
-                    for p in entry.item.content
-                ]
-                entry.item = entry.item.model_copy(update={"content": content})
-                audio_tokens = math.ceil(event.audio_seconds * 10)
-                text_tokens = len(event.transcript.split())
-                self._emit(
-                    se.ConversationItemInputAudioTranscriptionCompleted,
-                    item_id=event.item_id,
-                    content_index=0,
-                    transcript=event.transcript,
-                    usage={
-                        "type": "tokens",
-                        "input_tokens": audio_tokens,
-                        "output_tokens": text_tokens,
-                        "total_tokens": audio_tokens + text_tokens,
-                        "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
-                    },
-                )
-        self._input_ready(event.item_id)
-        self._turns.transcribed(event.item_id, event.transcript)
-
-    def _on_transcription_failed(self, event: be.TranscriptionFailed) -> None:
-        entry = self.conversation.get(event.item_id)
-        if entry is not None:
-            entry.transcription_pending = False
-            if self._transcription_enabled():
-                self._emit(
-                    se.ConversationItemInputAudioTranscriptionFailed,
-                    item_id=event.item_id,
-                    content_index=0,
-                    error={
-                        "type": "transcription_error",
-                        "code": event.code,
-                        "message": event.message,
-                    },
-                )
-        self._input_ready(event.item_id)
-        self._turns.transcribed(event.item_id, None)
-
-    def _input_ready(self, item_id: str) -> None:
-        for run in list(self._responses.values()):
-            if item_id in run.waiting_for:
-                run.waiting_for.discard(item_id)
-                if not run.waiting_for:
-                    self._start_generation(run)
-
-    # ------------------------------------------------------------------ items
-
-    def _add_item(self, entry: Entry, previous_item_id: str | None) -> None:
-        previous = self.conversation.insert(entry, previous_item_id)
-        payload = item_payload(entry.item)
-        self._emit(se.ConversationItemAdded, item=payload, previous_item_id=previous)
-        self._emit(se.ConversationItemDone, item=payload, previous_item_id=previous)
-
-    def _item_create(self, event: ce.ConversationItemCreate) -> None:
-        self._require_realtime("conversation.item.create")
-        item = event.item
-        audio: dict[int, bytearray] = {}
-        needs_transcript = False
-        if isinstance(item, UserMessage):
-            content = []
-            for index, part in enumerate(item.content):
-                if isinstance(part, InputAudio) and part.audio is not None:
-                    try:
-                        data = base64.b64decode(part.audio, validate=True)
-                    except (binascii.Error, ValueError):
-                        raise ProtocolError(
-                            "invalid_value",
-                            "Invalid 'audio': expected base64-encoded audio.",
-                            param=f"item.content[{index}].audio",
-                        ) from None
-                    # Stored as session audio, like appended audio (spec §3.1 input format).
-                    fmt = self.config.audio.input.format.type
-                    audio[index] = bytearray(decode_clip(data, fmt))
-                    needs_transcript = part.transcript is None
-                    part = part.model_copy(update={"audio": None})
-                content.append(part)
-            item = item.model_copy(update={"content": content})
-        if isinstance(item, AssistantMessage):
-            for index, apart in enumerate(item.content):
-                if isinstance(apart, OutputAudio) and apart.audio is not None:
-                    raise ProtocolError(
-                        "invalid_value",
-                        "Assistant messages cannot be created with audio content.",
-                        param=f"item.content[{index}].audio",
-                    )
-        if isinstance(item, FunctionCallOutput) and not self._known_call(item.call_id):
-            raise ProtocolError(
-                "invalid_value",
-                f"No tool call found for function call output with call_id '{item.call_id}'.",
-                param="item.call_id",
-            )
-        if item.id is None:
-            item = item.model_copy(update={"id": self.ids.new("item")})
-        if isinstance(item, FunctionCall) and item.call_id is None:
-            item = item.model_copy(update={"call_id": self.ids.new("call")})
-        if item.status is None:
-            item = item.model_copy(update={"status": "completed"})
-        text = self.conversation.check_text(item)
-        self.conversation.check_audio(sum(len(pcm) for pcm in audio.values()))
-        entry = Entry(
-            item=item, audio=audio, transcription_pending=needs_transcript, client_text_bytes=text
-        )
-        self._add_item(entry, event.previous_item_id)
-        if needs_transcript and item.id is not None:
-            self._transcribe(item.id, bytes(audio[min(audio)]))
-
-    def _wire_audio(self, part_type: str, pcm: bytes) -> bytes:
-        """Stored audio -> the session's format for its direction (``conversation.item.retrieve``).
-
-        ``output_audio`` parts come back in ``audio.output.format``, others in
-        ``audio.input.format`` (spec §3.1).
-        """
-        audio = self.config.audio
-        if part_type == "output_audio" and isinstance(audio, RealtimeAudio):
-            return encode_clip(pcm, audio.output.format.type)
-        return encode_clip(pcm, audio.input.format.type)
-
-    def _output_format(self, params: ce.ResponseCreateParams) -> dict[str, Any]:
-        """A response's ``audio.output.format`` (its own, else the session's), spec-shaped."""
-        out = params.audio.output if params.audio is not None else None
-        if out is not None and out.format is not None:
-            return to_wire(out.format)
-        return to_wire(self._realtime_config().audio.output.format)
-
-    def _known_call(self, call_id: str) -> bool:
-        return any(
-            isinstance(e.item, FunctionCall) and e.item.call_id == call_id
-            for e in self.conversation.entries()
-        )
-
-    # ------------------------------------------------------------------ responses
-
-    def _create_response(self, params: ce.ResponseCreateParams) -> str:
-        in_conversation = params.conversation != "none"
-        if in_conversation and self._default_response is not None:
-            raise errors.active_response(self._default_response)
-        entries, waiting = self._response_context(params)
-        head = self._instructions(params)
-        messages = head + [m for e in entries if (m := entry_message(e)) is not None]
-        response_id = self.ids.new("resp")
-        generate = self._generate(params, response_id, messages)
-        max_tokens = params.max_output_tokens or self._realtime_config().max_output_tokens
-        run = ResponseRun(
-            id=response_id,
-            conversation_id=self.conversation_id if in_conversation else None,
-            modality=generate.modality,
-            voice=generate.voice,
-            output_format=self._output_format(params),
-            max_output_tokens=max_tokens,
-            metadata=params.metadata,
-            waiting_for=waiting,
-        )
-        # The context is rendered again when generation starts, once transcripts are known:
-        # the whole conversation as it is then, or the same explicit input entries.
-        run.pending_context = (head, None if in_conversation and params.input is None else entries)
-        run.pending_generate = generate
-        self._responses[run.id] = run
-        if in_conversation:
-            self._default_response = run.id
-        self._turns.response_created()
-        self._emit(se.ResponseCreated, response=run.payload())
-        if not run.waiting_for:
-            self._start_generation(run)
-        return run.id
-
-    def _realtime_config(self) -> RealtimeSessionConfig:
-        config = self.config
-        assert isinstance(config, RealtimeSessionConfig)
-        return config
-
-    def _instructions(self, params: ce.ResponseCreateParams) -> list[ChatMessage]:
-        config = self._realtime_config()
-        instructions = (
-            params.instructions if params.instructions is not None else config.instructions
-        )
-        return [ChatMessage("system", instructions)] if instructions else []
-
-    def _generate(
-        self, params: ce.ResponseCreateParams, response_id: str, messages: list[ChatMessage]
-    ) -> Generate:
-        """The engine request of a response created with ``params`` (raises on bad tool_choice)."""
-        config = self._realtime_config()
-        modality = (params.output_modalities or config.output_modalities)[0]
-        out_audio = params.audio.output if params.audio and params.audio.output else None
-        voice_value = (
-            out_audio.voice if out_audio and out_audio.voice else config.audio.output.voice
-        )
-        voice = voice_value if isinstance(voice_value, str) else voice_value.id
-        tools = params.tools if params.tools is not None else config.tools
-        tool_choice = params.tool_choice if params.tool_choice is not None else config.tool_choice
-        choice: ToolChoice = tool_choice if isinstance(tool_choice, str) else tool_choice.name
-        if not isinstance(tool_choice, str) and not any(t.name == tool_choice.name for t in tools):
-            raise ProtocolError(
-                "invalid_value",
-                f"Tool choice '{tool_choice.name}' does not match any of the provided tools.",
-                param="response.tool_choice"
-                if params.tool_choice is not None
-                else "session.tool_choice",
-            )
-        max_tokens = params.max_output_tokens or config.max_output_tokens
-        in_conversation = params.conversation != "none"
-        request = GenerationRequest(
-            messages=tuple(messages),
-            tools=tuple(ToolSpec(t.name, t.description, t.parameters) for t in tools),
-            tool_choice=choice,
-            max_output_tokens=None if max_tokens == "inf" else max_tokens,
-            session_key=self.id if in_conversation and params.input is None else None,
-        )
-        return Generate(
-            response_id=response_id,
-            request=request,
-            modality=modality,
-            voice=voice,
-            speed=config.audio.output.speed,
-        )
-
-    def _response_context(self, params: ce.ResponseCreateParams) -> tuple[list[Entry], set[str]]:
-        """The context entries of a response and the user items still being transcribed."""
-        if params.input is None:
-            entries = self.conversation.entries()
-        else:
-            entries = []
-            for index, ref in enumerate(params.input):
-                if isinstance(ref, ce.ItemReference):
-                    found = self.conversation.get(ref.id)
-                    if found is None:
-                        raise ProtocolError(
-                            "invalid_value",
-                            f"Item with id '{ref.id}' not found in the conversation.",
-                            param=f"response.input[{index}].id",
-                        )
-                    entries.append(found)
-                else:
-                    entries.append(Entry(item=ref))
-        waiting = {e.item.id for e in entries if e.transcription_pending and e.item.id}
-        return entries, waiting
-
-    def _start_generation(self, run: ResponseRun) -> None:
-        if run.state is not run.state.WAITING_INPUT:
-            return
-        run.move("input_ready")
-        command, context = run.pending_generate, run.pending_context
-        if command is not None and context is not None:
-            # Called once nothing is awaited: rebuild the context with every transcript known.
-            head, entries = context
-            if entries is None:
-                body = self.conversation.chat_messages()
-            else:
-                body = [m for e in entries if (m := entry_message(e)) is not None]
-            command = command.with_messages(tuple(head + body))
-            self._out.commands.append(command)
-        run.pending_generate = None
-        run.pending_context = None
-
-    def _active(self, response_id: str) -> ResponseRun | None:
-        run = self._responses.get(response_id)
-        return run if run is not None and run.active else None
-
-    def _on_response_text(self, event: be.ResponseText) -> None:
-        if (run := self._active(event.response_id)) is not None:
-            if run.modality == "text":
-                self._stamp_first_output(run.id)
-            self._writer.text(run, event)
-
-    def _on_response_audio(self, event: be.ResponseAudio) -> None:
-        if (run := self._active(event.response_id)) is not None:
-            self._stamp_first_output(run.id)
-            self._writer.audio(run, event)
-            if self._playback is None and self._processor is not None and run.modality == "audio":
-                self._processor.far_end(event.pcm16, self.now_ms)  # what the client will play
-
-    def _on_first_token(self, event: be.ResponseFirstToken) -> None:
-        record = self._turn_latency.get(event.response_id)
-        if record is not None and record.llm_first_ms is None:
-            record.llm_first_ms = self.now_ms
-
-    def _stamp_first_output(self, response_id: str) -> None:
-        record = self._turn_latency.get(response_id)
-        if record is not None and record.tts_first_ms is None:
-            record.tts_first_ms = self.now_ms
-
-    def _on_tool_call(self, event: be.ResponseToolCall) -> None:
-        if (run := self._active(event.response_id)) is not None:
-            self._writer.tool_call(run, event)
-
-    def _on_tool_arguments(self, event: be.ResponseToolArguments) -> None:
-        if (run := self._active(event.response_id)) is not None:
-            self._writer.tool_arguments(run, event)
-
-    def _close_output(self, run: ResponseRun, status: Literal["completed", "incomplete"]) -> None:
-        self._writer.close_message(run, status)
-        self._writer.close_calls(run, status)
-
-    def _on_generated(self, event: be.ResponseGenerated) -> None:
-        run = self._active(event.response_id)
-        if run is None:
-            return
-        incomplete = event.finish_reason == "length"
-        status: Literal["completed", "incomplete"] = "incomplete" if incomplete else "completed"
-        self._close_output(run, status)
-        run.usage = Usage(
-            input_tokens=event.input_tokens,
-            output_tokens=event.output_tokens,
-            cached_tokens=event.cached_tokens,
-        )
-        if incomplete:
-            run.move("length")
-            run.status_details = {"type": "incomplete", "reason": "max_output_tokens"}
-        else:
-            run.move("complete")
-        self._finish_response(run)
-
-    def _on_response_failed(self, event: be.ResponseFailed) -> None:
-        run = self._active(event.response_id)
-        if run is None:
-            return
-        self._fail(run, event.code, event.message)
-        self._emit(
-            se.Error,
-            error=ProtocolError(event.code, event.message, type="server_error").payload(),
-        )
-
-    def _fail(self, run: ResponseRun, code: str, message: str) -> None:
-        """End ``run`` with ``response.done`` status ``failed`` carrying ``code``."""
-        self._close_output(run, "incomplete")
-        run.move("fail")
-        error = {"type": "server_error", "code": code, "message": message}
-        run.status_details = {"type": "failed", "error": error}
-        run.usage = run.usage or Usage()
-        self._finish_response(run)
-
-    def shut_down(self, message: str) -> None:
-        """End the session because the server is stopping (``Lifecycle.drain``).
-
-        Every response in flight gets its ``response.done`` (``failed``,
-        ``server_shutting_down``), then one ``error`` says why, then close 1001.
-        """
-        if self.state is SessionState.CLOSED:
-            return
-        self._turns.shut_down()
-        for run in [r for r in self._responses.values() if r.active]:
-            self._out.commands.append(CancelResponse(run.id))
-            self._fail(run, "server_shutting_down", message)
-        error = ProtocolError("server_shutting_down", message, type="server_error")
-        self._emit(se.Error, error=error.payload())
-        self._close(1001, "server shutting down")
-
-    def _cancel_event(self, event: ce.ResponseCancel) -> None:
-        run_id = event.response_id or self._default_response
-        run = self._active(run_id) if run_id is not None else None
-        if run is None:
-            raise errors.cancel_not_active()
-        self._cancel(run, "client_cancelled")
-
-    def _cancel(self, run: ResponseRun, reason: str) -> None:
-        self._out.commands.append(CancelResponse(run.id))
-        self._close_output(run, "incomplete")
-        run.move("cancel")
-        run.status_details = {"type": "cancelled", "reason": reason}
-        run.usage = run.usage or Usage()
-        self._finish_response(run)
-
-    def _finish_response(self, run: ResponseRun) -> None:
-        self._emit(se.ResponseDone, response=run.payload())
-        usage = run.usage or Usage()
-        self._tokens_used += usage.input_tokens + usage.output_tokens
-        self._emit(
-            se.RateLimitsUpdated,
-            rate_limits=[
-                {
-                    "name": "tokens",
-                    "limit": 15_000_000,
-                    "remaining": max(0, 15_000_000 - self._tokens_used),
-                    "reset_seconds": 0.001,
-                }
-            ],
-        )
-        del self._responses[run.id]
-        if self._playback is not None:
-            self._playback.response_over(run.id)
-        record = self._turn_latency.get(run.id)
-        if record is not None and record.tts_first_ms is None:
-            del self._turn_latency[run.id]  # no output: nothing to measure
-        if self._default_response == run.id:
-            self._default_response = None
-            audio_ms = sum(
-                len(e.audio.get(0, b"")) // BYTES_PER_MS
-                for item in run.output
-                if item.id is not None and (e := self.conversation.get(item.id)) is not None
-            )
-            played_out = run.state in (ResponseState.COMPLETED, ResponseState.INCOMPLETE)
-            self._turns.answer_done(run.id, audio_ms=audio_ms, played_out=played_out)
-
-    # ------------------------------------------------------------------ turn-taking's host
-
-    def _answer(self, latency: TurnLatency | None) -> None:
-        response_id = self._create_response(ce.ResponseCreateParams())
-        if latency is not None:
-            self._turn_latency[response_id] = latency
-
-    def _interrupt(self) -> None:
-        if self._default_response is not None:
-            self._cancel(self._responses[self._default_response], "turn_detected")
-        if self._playback is not None:  # barge-in: cut what is playing (spec §5.7)
-            self._playback.clear()
-        elif self._processor is not None:
-            self._processor.drop_far_end()  # the client stops its playback on this event
-
-    def _speculation(self) -> Generate | None:
-        params = ce.ResponseCreateParams()
-        messages = self._instructions(params) + self.conversation.chat_messages()
-        try:
-            return self._generate(params, "", messages)
-        except ProtocolError:
-            return None
-
     # ------------------------------------------------------------------ output
 
     def _emit(self, cls: type[se.ServerEvent], **fields: Any) -> None:
@@ -973,7 +483,12 @@ class RealtimeSession:
 
 
 class _Host:
-    """A session as :class:`~openrealtime.core.turn_taking.TurnHost` (kept off its public API)."""
+    """A session as the host of its parts (kept off its public API).
+
+    :class:`~openrealtime.core.turn_taking.TurnHost`,
+    :class:`~openrealtime.core.response_flow.ResponseHost` and
+    :class:`~openrealtime.core.item_flow.ItemHost`: each asks the others through the session.
+    """
 
     def __init__(self, session: RealtimeSession) -> None:
         self._session = session
@@ -983,17 +498,31 @@ class _Host:
         return self._session.now_ms
 
     @property
+    def config(self) -> SessionConfig:
+        return self._session.config
+
+    # turn-taking asks the items and the responses
+
+    @property
     def responding(self) -> bool:
-        return self._session._default_response is not None
+        return self._session._responses.responding
 
     def commit_turn(self, item_id: str, pcm16: bytes) -> None:
-        self._session._commit_audio(item_id, pcm16)
+        self._session._items.commit_audio(item_id, pcm16)
 
     def answer(self, latency: TurnLatency | None) -> None:
-        self._session._answer(latency)
+        self._session._responses.answer(latency)
 
     def interrupt(self) -> None:
-        self._session._interrupt()
+        self._session._responses.interrupt()
 
     def speculation(self) -> Generate | None:
-        return self._session._speculation()
+        return self._session._responses.speculation()
+
+    # the responses tell turn-taking (its idle timer, a turn queued behind an answer)
+
+    def response_created(self) -> None:
+        self._session._turns.response_created()
+
+    def answer_done(self, response_id: str, *, audio_ms: int, played_out: bool) -> None:
+        self._session._turns.answer_done(response_id, audio_ms=audio_ms, played_out=played_out)
