@@ -288,7 +288,7 @@ class EchoPath:
       :data:`WINDOW_FRAMES` frames with far-end audio, at least :data:`ECHO_CORRELATION`);
     * **no echo**: otherwise, when the microphone stayed :data:`QUIET_BELOW_DB` under the far
       end at every lag looked for (medians over the window, from :data:`MIN_FRAMES` +
-      :data:`MAX_LAG_FRAMES` far-end frames on: nothing audible came back), or, before any
+      :data:`QUIET_LAG_FRAMES` far-end frames on: nothing audible came back), or, before any
       echo was found, when the envelopes stayed uncorrelated (below
       :data:`NO_ECHO_CORRELATION`) over :data:`DECIDE_FRAMES` far-end frames: the microphone
       heard other things (the user, the room), never the far end. Once found, an echo is only
@@ -315,7 +315,7 @@ class EchoPath:
         """Record one frame pair; returns whether to use the canceller's output for it."""
         far_db = _level_db(far)
         if far_db < FAR_ACTIVE_DB:
-            # Nothing new to learn. Unless an echo was found, only the last 500 ms of far-end
+            # Nothing new to learn. Unless an echo was found, only the last second of far-end
             # audio can still come back: after that the microphone is taken as it is.
             self._quiet_frames += 1
             return self.echo is True or (self.echo is None and self._quiet_frames <= MAX_LAG_FRAMES)
@@ -332,14 +332,7 @@ class EchoPath:
     def _decide(self) -> None:
         far = np.fromiter(self._far, dtype=np.float64)
         mic = np.fromiter(self._mic, dtype=np.float64)
-        best = 0.0
-        n = len(mic)
-        for lag in range(0, min(MAX_LAG_FRAMES, n - MIN_FRAMES) + 1):
-            a, b = far[: n - lag], mic[lag:]
-            a, b = a - a.mean(), b - b.mean()
-            denom = float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
-            if denom > 0:
-                best = max(best, float(np.dot(a, b)) / denom)
+        best = self._best_correlation(far, mic)
         self.correlation = best
         if best >= ECHO_CORRELATION:
             self.echo = True
@@ -351,26 +344,48 @@ class EchoPath:
             self.echo = False
 
     @staticmethod
-    def _quiet(far: np.ndarray[Any, Any], mic: np.ndarray[Any, Any]) -> bool:
-        """Whether, at every delay looked for, the microphone stayed far below the far end."""
+    def _best_correlation(far: np.ndarray[Any, Any], mic: np.ndarray[Any, Any]) -> float:
+        """The highest normalised correlation of the envelopes, mic lagging by 0..max lag."""
         n = len(mic)
-        if n < MIN_FRAMES + MAX_LAG_FRAMES:
+        lags = min(MAX_LAG_FRAMES, n - MIN_FRAMES)
+        if lags < 0:
+            return 0.0
+        f, m = far - far.mean(), mic - mic.mean()
+        # np.correlate(m, f, "full")[n - 1 + k] = sum_i m[i + k] * f[i]
+        products = np.correlate(m, f, "full")[n - 1 : n + lags]
+        far_energy = np.cumsum(f * f)[n - 1 - np.arange(lags + 1)]
+        mic_energy = np.cumsum((m * m)[::-1])[n - 1 - np.arange(lags + 1)]
+        denominator = np.sqrt(far_energy * mic_energy)
+        valid = denominator > 0
+        if not valid.any():
+            return 0.0
+        return float(np.max(products[valid] / denominator[valid]))
+
+    @staticmethod
+    def _quiet(far: np.ndarray[Any, Any], mic: np.ndarray[Any, Any]) -> bool:
+        """Whether, at every delay of the quick check, the microphone stayed far below."""
+        n = len(mic)
+        if n < MIN_FRAMES + QUIET_LAG_FRAMES:
             return False  # an echo could still be on its way
         return all(
             float(np.median(far[: n - lag] - mic[lag:])) >= QUIET_BELOW_DB
-            for lag in range(0, MAX_LAG_FRAMES + 1, 5)
+            for lag in range(0, QUIET_LAG_FRAMES + 1, 5)
         )
 
 
 FAR_ACTIVE_DB = 40.0
 """A far-end frame louder than this (dB over one LSB², about −50 dBFS) counts as playing."""
 WINDOW_FRAMES = 200
-MAX_LAG_FRAMES = 50
-"""Echo delays looked for: up to 500 ms."""
+MAX_LAG_FRAMES = 100
+"""Echo delays looked for by correlation: up to 1 s (over WebRTC the caller's jitter buffer
+and sound card come on top of the room's delay)."""
+QUIET_LAG_FRAMES = 50
+"""Delays the quick "nothing comes back" check covers (500 ms), so a headset is recognised
+0.8 s into the first answer; a longer echo still turns the verdict to echo when found."""
 MIN_FRAMES = 30
 CHECK_EVERY_FRAMES = 10
 DECIDE_FRAMES = 120
 """Far-end frames (1.2 s) before the detector may decide there is no echo."""
 QUIET_BELOW_DB = 35.0
-ECHO_CORRELATION = 0.5
+ECHO_CORRELATION = 0.7
 NO_ECHO_CORRELATION = 0.3
