@@ -161,7 +161,8 @@ def test_a_late_but_steady_microphone_is_never_skipped_ahead() -> None:
         if ms == 500:
             processor.far_end(bytes(RATE * 2 * 10), now_ms=ms + 1500)
         processor.process(bytes(STEP), now_ms=ms + 1500)
-    assert processor._far.queued // 48 == 10_000 - 2500
+    # 20 ms of silence put the answer at the microphone's "now" (an append ends 20 ms later).
+    assert processor._far.queued // 48 == 10_000 + 20 - 2500
 
 
 def test_barge_in_drops_the_far_end() -> None:
@@ -233,3 +234,24 @@ def test_a_backlog_after_a_stall_is_still_live_input(say: Callable[[str], Speech
         processor.process(mic[i : i + STEP], at)
         if at < len(far) // 24:  # while the answer plays
             assert processor.frames_cancelled == before + 2, at
+
+
+def test_every_answer_starts_at_the_same_offset_from_the_microphone() -> None:
+    """Answers pushed at different points of the client's append cycle: each one is placed at
+    the microphone's audio time, so the echo's lag stays the same from answer to answer."""
+    processor = VoiceProcessor()
+    starts = []
+    now = 0
+    for answer_at in (1_005, 4_013, 7_019):  # ms, at different phases of the 20 ms appends
+        while now + 20 <= answer_at:
+            processor.process(bytes(STEP), now)  # appends at 0, 20, 40 ... (ending 20 ms later)
+            now += 20
+        processor.drop_far_end()
+        processor.far_end(b"\x01\x00" * 4800, answer_at)  # 200 ms of answer
+        queued = processor._far.take(processor._far.queued)
+        lead = len(queued) // 2 - 4800  # silence put in front, in samples
+        next_frame = processor._input_samples
+        starts.append(next_frame + lead)
+    # Each answer starts where the microphone is at its wall time: its audio time then is
+    # wall time less the least lateness (-20 ms here: each append is sent as it starts).
+    assert starts == [(t + 20) * 24 for t in (1_005, 4_013, 7_019)]

@@ -144,10 +144,14 @@ class _Pace:
         self._audio_ms = 0.0
         self._recent: deque[tuple[int, float]] = deque()
         self._floor: float | None = None
+        self.best: float | None = None
+        """The least lateness seen (ms): ``now - best`` is the latest audio time the
+        microphone can have reached at wall time ``now``."""
 
     def live(self, nbytes: int, now_ms: int) -> bool:
         self._audio_ms += nbytes / (2 * RATE / 1000)
         lateness = now_ms - self._audio_ms
+        self.best = lateness if self.best is None else min(self.best, lateness)
         if self._floor is None:
             self._floor = lateness
         while self._recent and self._recent[0][0] < now_ms - SETTLE_MS:
@@ -157,6 +161,7 @@ class _Pace:
 
 
 AHEAD_MS = 250
+MAX_ANCHOR_MS = 500
 SETTLE_MS = 1_000
 
 
@@ -184,6 +189,7 @@ class VoiceProcessor:
         self.frames_suppressed = 0
         self.echo_path = EchoPath()
         self._pace = _Pace()
+        self._input_samples = 0
         self._last_input_ms: int | None = None
         self._live = True
         """Whether the input arrives in real time (a microphone), so it can hold an echo."""
@@ -206,8 +212,34 @@ class VoiceProcessor:
 
     def far_end(self, pcm16: bytes, now_ms: int) -> None:
         """Queue assistant audio the microphone may hear back (ignored without cancellation)."""
-        if self.echo_cancellation:
-            self._far.push(pcm16, now_ms)
+        if not self.echo_cancellation:
+            return
+        if not self._far.queued and self._pace.best is not None:
+            pcm16 = self._anchor(pcm16, now_ms)
+        self._far.push(pcm16, now_ms)
+
+    def _anchor(self, pcm16: bytes, now_ms: int) -> bytes:
+        """Place audio that starts playing now at the microphone's "now", not its next frame.
+
+        Queued audio is handed out 10 ms per 10 ms of input, from the next input frame on; an
+        answer that starts while the queue is empty would otherwise begin wherever the
+        client's next append happens to start, a different offset for every answer (up to a
+        whole append), and AEC3 takes each new offset for a new echo path and lets echo
+        through while it re-converges (measured: later answers interrupted themselves). The
+        microphone's audio time at wall time ``now`` is ``now`` less its least lateness; the
+        answer starts there: silence fills the gap up to it, or audio the input has already
+        passed is skipped (up to :data:`MAX_ANCHOR_MS` either way).
+        """
+        assert self._pace.best is not None
+        mic_now = (now_ms - self._pace.best) * RATE // 1000
+        next_frame = self._input_samples - len(self._pending) // 2
+        gap = int(mic_now - next_frame)
+        limit = MAX_ANCHOR_MS * RATE // 1000
+        if 0 < gap <= limit:
+            return bytes(2 * gap) + pcm16
+        if -limit <= gap < 0:
+            return pcm16[-2 * gap :]
+        return pcm16
 
     def drop_far_end(self) -> None:
         """Forget queued far-end audio: the client stopped playing it."""
@@ -216,6 +248,7 @@ class VoiceProcessor:
     def process(self, pcm16: bytes, now_ms: int) -> bytes:
         """Clean input audio in 10 ms frames; returns what is ready (holds back < 10 ms)."""
         self._live = self._pace.live(len(pcm16), now_ms)
+        self._input_samples += len(pcm16) // 2
         gap = self._last_input_ms is None or now_ms - self._last_input_ms > MIC_GAP_MS
         self._last_input_ms = now_ms
         if self._far.queued:
