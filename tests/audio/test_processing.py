@@ -255,3 +255,74 @@ def test_every_answer_starts_at_the_same_offset_from_the_microphone() -> None:
     # Each answer starts where the microphone is at its wall time: its audio time then is
     # wall time less the least lateness (-20 ms here: each append is sent as it starts).
     assert starts == [(t + 20) * 24 for t in (1_005, 4_013, 7_019)]
+
+
+def answers_with_moving_alignment(
+    answers: list[np.ndarray], leads: list[int], *, echo_db: float
+) -> tuple[list[tuple[int, np.ndarray]], np.ndarray, list[int]]:
+    """Answers a second apart, each pushed to the far end ``lead`` appends before the
+    loudspeaker starts it (the client's playback start moves by one of its 20 ms ticks from
+    answer to answer). Returns the pushes (sample, answer), the microphone and the starts."""
+    chunk = STEP // 2
+    starts, t = [], RATE // 2
+    for answer in answers:
+        starts.append(t // chunk * chunk)
+        t = starts[-1] + len(answer) + RATE
+    played = np.zeros(t + RATE, dtype=np.float32)
+    pushes = []
+    for start, answer, lead in zip(starts, answers, leads, strict=True):
+        played[start : start + len(answer)] += answer
+        pushes.append((start - lead * chunk, answer))
+    mic = microphone(played, echo_db=echo_db)
+    return pushes, mic[: len(played)], starts
+
+
+def run_live(
+    processor: VoiceProcessor, pushes: list[tuple[int, np.ndarray]], mic: np.ndarray
+) -> bytes:
+    """Stream the microphone; each answer reaches the far end when the server sends it."""
+    chunk = STEP // 2
+    at = dict(pushes)
+    out = bytearray()
+    for i in range(0, len(mic) // chunk * chunk, chunk):
+        if i in at:
+            processor.far_end(pcm(at[i]), i * 1000 // RATE)
+        out += processor.process(pcm(mic[i : i + chunk]), i * 1000 // RATE)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("echo_db", [-12, -6])
+def test_answers_whose_echo_moved_do_not_leak_at_their_start(
+    vad: SileroVad, say: Callable[[str], Speech], echo_db: int
+) -> None:
+    """AEC3 follows a moved echo within a second or two; until it has, what leaks through is
+    no louder than the echo expected from the far end at the delay found, and is muted."""
+    answers = [samples(say(text).pcm) for text in ANSWERS]
+    pushes, mic, starts = answers_with_moving_alignment(answers, [0, 1, 0, 1], echo_db=echo_db)
+    processor = VoiceProcessor()
+    out = run_live(processor, pushes, mic)
+    assert processor.echo_path.echo is True
+    assert speech_ms(vad, out, start_s=starts[1] / RATE) == []
+
+
+def test_the_user_is_heard_early_in_an_answer_whose_echo_moved(
+    vad: SileroVad, say: Callable[[str], Speech]
+) -> None:
+    answers = [samples(say(text).pcm) for text in ANSWERS[:2]]
+    pushes, mic, starts = answers_with_moving_alignment(answers, [0, 1], echo_db=-12)
+    stop = say("Stop. What time is it?")
+    at = starts[1] + RATE  # a second into the second answer
+    near = samples(stop.pcm) * 0.7
+    mic[at : at + len(near)] += near[: len(mic) - at]
+    out = run_live(VoiceProcessor(), pushes, mic)
+    found = speech_ms(vad, out, start_s=starts[1] / RATE)
+    onset = at * 1000 // RATE + stop.onset_ms
+    assert found and found[0] - onset < 600, (found[:3], onset)
+
+
+ANSWERS = [
+    ANSWER,
+    "Sure. Here is another thought about the weather in the region this week.",
+    "Of course. Rain may come later on Thursday, so keep an umbrella close by.",
+    "Yes. The weekend looks bright and warm, a good time for a long walk outside.",
+]

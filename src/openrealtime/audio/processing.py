@@ -296,6 +296,8 @@ class VoiceProcessor:
                 self._tail -= 1
             if not self.echo_path.observe(far, raw):
                 frame[:] = raw  # no echo reaches this microphone: take it as it is
+            elif self.echo_path.residual(raw, frame):
+                frame[:] = bytes(FRAME_BYTES)  # early in an answer: echo, nothing else
         if self._ns is not None:
             self._ns.process_stream(_frame(frame))
             self.frames_suppressed += 1
@@ -343,15 +345,30 @@ class EchoPath:
         self.echo: bool | None = None
         """``True`` echo found, ``False`` none comes back, ``None`` not known yet."""
         self.correlation = 0.0
+        self.loss_db: float | None = None
+        """Echo return loss once an echo is found: how far under the far end it comes back."""
+        self.lag_frames = 0
+        """The echo's delay behind the far end, in 10 ms frames, once an echo is found."""
+        self._recent_far: deque[float] = deque(maxlen=MAX_LAG_FRAMES + GATE_SLACK_FRAMES + 1)
+        """The far end's level over the last second, frame by frame (silent frames too)."""
+        self._since_start = GATE_MAX_FRAMES
+        """Frames since the far end started again after a pause (a new answer)."""
+        self._attenuation: deque[float] = deque(maxlen=ATTENUATION_FRAMES)
+        """dB the canceller took off the last echo-only frames of this answer."""
 
     def observe(self, far: bytes | bytearray, mic: bytes) -> bool:
         """Record one frame pair; returns whether to use the canceller's output for it."""
         far_db = _level_db(far)
+        self._recent_far.append(far_db)
+        self._since_start += 1
         if far_db < FAR_ACTIVE_DB:
             # Nothing new to learn. Unless an echo was found, only the last second of far-end
             # audio can still come back: after that the microphone is taken as it is.
             self._quiet_frames += 1
             return self.echo is True or (self.echo is None and self._quiet_frames <= MAX_LAG_FRAMES)
+        if self._quiet_frames > RESTART_FRAMES:
+            self._since_start = 0
+            self._attenuation.clear()
         self._quiet_frames = 0
         self._far.append(far_db)
         self._mic.append(_level_db(mic))
@@ -365,10 +382,12 @@ class EchoPath:
     def _decide(self) -> None:
         far = np.fromiter(self._far, dtype=np.float64)
         mic = np.fromiter(self._mic, dtype=np.float64)
-        best = self._best_correlation(far, mic)
+        best, lag = self._best_correlation(far, mic)
         self.correlation = best
         if best >= ECHO_CORRELATION:
             self.echo = True
+            self.lag_frames = lag
+            self.loss_db = float(np.median(far[: len(far) - lag] - mic[lag:]))
         elif self._quiet(far, mic) or (
             self.echo is None
             and best < NO_ECHO_CORRELATION
@@ -377,12 +396,17 @@ class EchoPath:
             self.echo = False
 
     @staticmethod
-    def _best_correlation(far: np.ndarray[Any, Any], mic: np.ndarray[Any, Any]) -> float:
-        """The highest normalised correlation of the envelopes, mic lagging by 0..max lag."""
+    def _best_correlation(
+        far: np.ndarray[Any, Any], mic: np.ndarray[Any, Any]
+    ) -> tuple[float, int]:
+        """The highest normalised correlation of the envelopes, and its lag (mic behind far).
+
+        The lag runs over 0..max lag, counted in far-end frames with audio.
+        """
         n = len(mic)
         lags = min(MAX_LAG_FRAMES, n - MIN_FRAMES)
         if lags < 0:
-            return 0.0
+            return 0.0, 0
         f, m = far - far.mean(), mic - mic.mean()
         # np.correlate(m, f, "full")[n - 1 + k] = sum_i m[i + k] * f[i]
         products = np.correlate(m, f, "full")[n - 1 : n + lags]
@@ -391,8 +415,51 @@ class EchoPath:
         denominator = np.sqrt(far_energy * mic_energy)
         valid = denominator > 0
         if not valid.any():
-            return 0.0
-        return float(np.max(products[valid] / denominator[valid]))
+            return 0.0, 0
+        scores = np.where(valid, products / np.where(valid, denominator, 1.0), -1.0)
+        lag = int(np.argmax(scores))
+        return float(scores[lag]), lag
+
+    def residual(self, mic: bytes, cancelled: bytes | bytearray) -> bool:
+        """Whether this input frame, early in an answer, can be nothing but echo.
+
+        When the assistant starts a new answer, the echo's alignment moves a little (the
+        client starts playing at a slightly different moment each time), and AEC3 lets echo
+        through while it follows (measured by ``bench/_echo_offline.py``: false starts
+        0.16-1.6 s into exactly the answers whose alignment moved). For the first
+        :data:`GATE_FRAMES` of an answer, and after that for as long as the canceller is not
+        yet taking :data:`CONVERGED_DB` off the echo (up to :data:`GATE_MAX_FRAMES`), once an
+        echo, its delay and its return loss are known, an input frame no louder than the far
+        end at that delay (the loudest within :data:`GATE_SLACK_FRAMES` of it) less the loss,
+        plus :data:`GATE_MARGIN_DB`, is explained by the echo alone and is muted. A user
+        talking over the answer is louder than the echo of what was played just then, or
+        speaks between its words, and gets through. ``cancelled`` is the canceller's output
+        for the frame.
+        """
+        if self.echo is not True or self.loss_db is None or self._since_start >= GATE_MAX_FRAMES:
+            return False
+        recent = self._recent_far
+        newest = len(recent) - 1 - self.lag_frames  # the far frame this input frame echoes
+        window = [
+            recent[i]
+            for i in range(newest - GATE_SLACK_FRAMES, newest + GATE_SLACK_FRAMES + 1)
+            if 0 <= i < len(recent)
+        ]
+        if not window:
+            return False
+        echo_db = max(window) - self.loss_db
+        mic_db = _level_db(mic)
+        if mic_db >= echo_db + GATE_MARGIN_DB:
+            return False  # louder than any echo: the user
+        if echo_db > QUIET_BELOW_DB:  # an echo worth judging the canceller by
+            self._attenuation.append(mic_db - _level_db(cancelled))
+        if self._since_start < GATE_FRAMES:
+            return True
+        converged = (
+            len(self._attenuation) >= ATTENUATION_FRAMES // 2
+            and float(np.median(np.fromiter(self._attenuation, dtype=np.float64))) >= CONVERGED_DB
+        )
+        return not converged
 
     @staticmethod
     def _quiet(far: np.ndarray[Any, Any], mic: np.ndarray[Any, Any]) -> bool:
@@ -420,5 +487,19 @@ CHECK_EVERY_FRAMES = 10
 DECIDE_FRAMES = 120
 """Far-end frames (1.2 s) before the detector may decide there is no echo."""
 QUIET_BELOW_DB = 35.0
+RESTART_FRAMES = 50
+"""A far end silent this long (500 ms) and playing again starts a new answer."""
+GATE_FRAMES = 200
+"""How long into an answer input that is only echo is muted (2 s)."""
+GATE_MAX_FRAMES = 500
+"""The gate's limit (5 s into an answer) however the canceller is doing."""
+CONVERGED_DB = 15.0
+"""What the canceller must take off the echo for the gate to lift after :data:`GATE_FRAMES`."""
+ATTENUATION_FRAMES = 50
+"""Echo-only frames (0.5 s) over which the canceller's attenuation is judged."""
+GATE_MARGIN_DB = 6.0
+"""How much louder than the expected echo an input frame must be to count as the user."""
+GATE_SLACK_FRAMES = 5
+"""How far (50 ms) the echo may have moved from the delay found: the window the gate looks at."""
 ECHO_CORRELATION = 0.7
 NO_ECHO_CORRELATION = 0.3
