@@ -621,7 +621,7 @@ async def test_parallel_tool_calls_and_request_shape() -> None:
     assert payload["messages"][2:] == [
         {
             "role": "assistant",
-            "content": None,
+            "content": "",
             "tool_calls": [
                 {
                     "id": "call_0",
@@ -632,6 +632,15 @@ async def test_parallel_tool_calls_and_request_shape() -> None:
         },
         {"role": "tool", "content": "noon", "tool_call_id": "call_0"},
     ]
+
+
+def test_required_with_one_tool_is_sent_as_that_tool() -> None:
+    """The same demand in the form every server knows (llama-cpp-python's has no "required")."""
+    llm = OpenAICompatibleLLM("http://127.0.0.1:9/v1", "m")
+    one = llm.payload(GenerationRequest([ChatMessage("user", "u")], [WEATHER], "required"))
+    two = llm.payload(GenerationRequest([ChatMessage("user", "u")], [TIME, WEATHER], "required"))
+    assert one["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert two["tool_choice"] == "required"
 
 
 async def test_llm_usage_and_cached_tokens_from_the_stream() -> None:

@@ -23,8 +23,10 @@ message becomes the same events, at once). Any other type of body (``text/html``
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,6 +50,7 @@ from openrealtime.backends.base import (
     ToolChoice,
     ToolSpec,
 )
+from openrealtime.backends.errors import BackendError
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
@@ -59,6 +62,10 @@ __all__ = [
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 """The cap for requests that set none (``Config.max_output_tokens``'s default)."""
+
+RETRY_AFTER_S = 0.05
+"""Pause before asking again without streaming: the server's close of the broken connection
+reaches the pool, which then opens a new one instead of reusing it."""
 
 FinishReason = Literal["stop", "length", "tool_calls"]
 _FINISH: dict[str, FinishReason] = {
@@ -126,7 +133,7 @@ class OpenAICompatibleLLM:
         }
         if request.tools:
             body["tools"] = chat_tools(request.tools)
-            body["tool_choice"] = chat_tool_choice(request.tool_choice)
+            body["tool_choice"] = chat_tool_choice(request.tool_choice, request.tools)
         limit = self.limit(request)
         if limit is not None:
             body["max_tokens"] = limit
@@ -143,9 +150,31 @@ class OpenAICompatibleLLM:
 
         Stops at the output cap (see the module docstring) with finish reason ``length``.
         """
+        body_json = self.payload(request)
+        received = [0]
+        try:
+            async with aclosing(self._generate(request, body_json, received)) as events:
+                async for event in events:
+                    yield event
+        except BackendError as error:
+            # llama-cpp-python's server cannot stream tool_choice "auto": it answers 200, then
+            # breaks the event stream before its first chunk. Asked again without streaming it
+            # answers (docs/engines.md); any server that does this gets the same one retry.
+            if received[0] or error.code != "engine_stream_incomplete":
+                raise
+            whole = {k: v for k, v in body_json.items() if k != "stream_options"}
+            await asyncio.sleep(RETRY_AFTER_S)  # the broken connection is closed, not reused
+            async with aclosing(self._generate(request, {**whole, "stream": False}, [0])) as again:
+                async for event in again:
+                    yield event
+
+    async def _generate(
+        self, request: GenerationRequest, body_json: dict[str, Any], received: list[int]
+    ) -> AsyncGenerator[GenerationEvent, None]:
+        """One request; ``received`` counts the stream's chunks as they come."""
         state = _StreamState()
         limit = self.limit(request)
-        async with self.http.stream("chat/completions", json_body=self.payload(request)) as body:
+        async with self.http.stream("chat/completions", json_body=body_json) as body:
             kind = body.content_type
             if kind == "application/json":
                 for event in await self._whole_completion(body, state):
@@ -160,6 +189,7 @@ class OpenAICompatibleLLM:
                         state.saw_done = True
                         break
                     chunk = parse_json(self.http, sse.data, "a chat completion chunk")
+                    received[0] += 1
                     for event in state.feed(self.http, chunk):
                         if isinstance(event, TextChunk | ToolCallArguments):
                             if limit is not None and state.emitted >= limit:
@@ -315,7 +345,9 @@ def chat_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     for message in messages:
         entry: dict[str, Any] = {"role": message.role, "content": message.content}
         if message.role == "assistant" and message.tool_calls:
-            entry["content"] = message.content or None
+            # "" rather than null: llama-cpp-python's server refuses null (HTTP 500) and its
+            # templates read the field, so it cannot be left out either (docs/engines.md)
+            entry["content"] = message.content or ""
             entry["tool_calls"] = [
                 {
                     "id": call.call_id,
@@ -341,8 +373,14 @@ def chat_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
     return out
 
 
-def chat_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
-    """``auto``/``none``/``required`` as is; a function name as ``{type: function, ...}``."""
+def chat_tool_choice(choice: ToolChoice, tools: Sequence[ToolSpec] = ()) -> str | dict[str, Any]:
+    """``auto``/``none``/``required`` as is; a function name as ``{type: function, ...}``.
+
+    ``required`` with a single tool is sent as that tool by name: the same thing, and the form
+    every server knows (llama-cpp-python's server has no ``required``: HTTP 500).
+    """
+    if choice == "required" and len(tools) == 1:
+        choice = tools[0].name
     if choice in ("auto", "none", "required"):
         return choice
     return {"type": "function", "function": {"name": choice}}
