@@ -26,7 +26,7 @@ STT_CHOICES: tuple[str, ...] = ("pocketsphinx", "openai-compatible", "faster-whi
 LLM_CHOICES: tuple[str, ...] = ("llamacpp", "openai-compatible", "fake")
 """Language-model engines the server knows (``--llm``)."""
 
-TTS_CHOICES: tuple[str, ...] = ("espeak", "flite", "openai-compatible", "fake")
+TTS_CHOICES: tuple[str, ...] = ("espeak", "flite", "piper", "openai-compatible", "fake")
 """Text-to-speech engines the server knows (``--tts``)."""
 
 TURN_CHOICES: tuple[str, ...] = ("none", "smart-turn")
@@ -163,7 +163,8 @@ class Config:
     2; docs/benchmarks.md). Two decode faster on an otherwise idle machine."""
 
     stt_model_path: str | None = None
-    """Model for ``--stt faster-whisper``: a CTranslate2 Whisper directory or a size name."""
+    """Model for ``--stt faster-whisper``: a CTranslate2 Whisper directory or a size name; unset,
+    the pinned embedded Whisper tiny.en (model ``whisper-tiny-en``, 75 MB)."""
 
     stt_base_url: str | None = None
     """API root of a remote STT (``--stt openai-compatible``), e.g. ``http://host:8000/v1``."""
@@ -378,8 +379,6 @@ class Config:
                 self, f"{engine}_base_url"
             ):
                 raise ValueError(f"{engine} openai-compatible needs {engine}_base_url")
-        if self.stt == "faster-whisper" and not self.stt_model_path:
-            raise ValueError("stt faster-whisper needs stt_model_path (a model directory)")
         if self.llm == "openai-compatible" and not self.llm_model:
             raise ValueError("llm openai-compatible needs llm_model (the server's model name)")
 

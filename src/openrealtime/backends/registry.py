@@ -51,9 +51,13 @@ def build_stt(config: Config) -> SpeechToText:
         return PocketsphinxSpeechToText()
     if config.stt == "faster-whisper":
         from openrealtime.backends.stt_faster_whisper import FasterWhisperSpeechToText
+        from openrealtime.models import resolve_model
 
-        assert config.stt_model_path is not None  # Config checks it
-        return FasterWhisperSpeechToText(config.stt_model_path)
+        model = config.stt_model_path
+        if model is None:  # the pinned embedded Whisper
+            cache = Path(config.cache_dir) if config.cache_dir else None
+            model = str(resolve_model("whisper-tiny-en", cache_dir=cache).parent)
+        return FasterWhisperSpeechToText(model)
     if config.stt == "fake":
         from openrealtime.backends.fake import FakeSpeechToText
 
@@ -114,7 +118,7 @@ def build_llm(config: Config) -> LanguageModel:
 
 
 def build_tts(config: Config) -> TextToSpeech:
-    """Create the text-to-speech engine."""
+    """Create the text-to-speech engine; the Piper voice comes from the cache (fetched once)."""
     if config.tts == "espeak":
         from openrealtime.backends.tts_espeak import EspeakTextToSpeech
 
@@ -123,6 +127,11 @@ def build_tts(config: Config) -> TextToSpeech:
         from openrealtime.backends.tts_flite import FliteTextToSpeech
 
         return FliteTextToSpeech()
+    if config.tts == "piper":
+        from openrealtime.backends.tts_piper import PiperTextToSpeech
+
+        cache = Path(config.cache_dir) if config.cache_dir else None
+        return PiperTextToSpeech(cache_dir=cache)
     if config.tts == "fake":
         from openrealtime.backends.fake import FakeTextToSpeech
 

@@ -89,12 +89,21 @@ class FasterWhisperSpeechToText:
         def decode() -> None:
             try:
                 with self._lock:
+                    if stop.is_set():  # abandoned while an earlier request held the model
+                        loop.call_soon_threadsafe(queue.put_nowait, None)
+                        return
                     segments, _info = self._model.transcribe(
                         audio,
                         language=request.language,
                         initial_prompt=request.prompt,
                         beam_size=self._beam_size,
                         vad_filter=False,
+                        # one greedy pass: no temperature fallback (a turn's buffer holds
+                        # seconds of silence, on which the fallback re-decoded up to 6 times:
+                        # 655 ms instead of 390 for a question after 12 s of silence)
+                        temperature=0.0,
+                        without_timestamps=True,
+                        condition_on_previous_text=False,
                     )
                     for segment in segments:
                         if stop.is_set():
