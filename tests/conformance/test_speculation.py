@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from openrealtime.backends.fake import FakeLanguageModel, FakeSpeechToText
+from openrealtime.backends.fake import FakeLanguageModel, FakeSpeechToText, Faults
 from openrealtime.backends.stt_pocketsphinx import PocketsphinxSpeechToText
 from tests.conformance.conftest import (
     BYTES_PER_MS,
@@ -175,3 +175,20 @@ async def test_an_stt_engine_that_cannot_stream_transcribes_once_during_the_paus
     assert requests_at_stop == [1]
     assert len(llm.requests) == 1
     assert len(stt.requests) == 1
+
+
+async def test_a_slow_stt_that_cannot_stream_is_still_asked_only_once(
+    start_server: ServerFactory, speak: Callable[[str], Speech]
+) -> None:
+    """Its transcript of the speech so far comes after the turn has ended (1.2 s against a
+    0.8 s pause, as Whisper on a busy CPU): the turn waits for it instead of sending the same
+    speech again and queueing behind the first request."""
+    stt = FakeSpeechToText(faults=Faults(first_delay_s=1.2))
+    llm = FakeLanguageModel()
+    base = await start_server(stt=stt, llm=llm)
+    events, _ = await turn_counting_requests(base, voiced(speak("What do bees make?")), llm)
+    heard = the_transcript(events)
+    assert heard.startswith("I spoke for "), heard
+    assert transcript_of_answer(events) == f"You said: {heard}"
+    assert len(stt.requests) == 1
+    assert len(llm.requests) == 1

@@ -66,7 +66,9 @@ class Speculation:
         self._adopted = asyncio.Event()
         self._started = time.perf_counter()
         self._stamps: dict[str, float] = {}
+        self._heard: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.task = asyncio.create_task(self._run())
+        self.task.add_done_callback(lambda _: self._hear(None))
 
     def progress(self) -> str:
         """What was ready, in ms since the pause began (for the log)."""
@@ -109,8 +111,21 @@ class Speculation:
         """Throw the prepared answer away (the engine work stops at once)."""
         self.task.cancel()
 
+    async def heard(self) -> str | None:
+        """The transcript this speculation takes of the speech, once it has it.
+
+        None if it failed or was dropped first. A turn that ends while it is being taken waits
+        for it rather than transcribing the same speech a second time.
+        """
+        return await asyncio.shield(self._heard)
+
+    def _hear(self, text: str | None) -> None:
+        if not self._heard.done():
+            self._heard.set_result(text)
+
     async def _run(self) -> None:
         text = await self._peek()
+        self._hear(text)
         self._stamp("transcript")
         if not text:
             return
