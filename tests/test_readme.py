@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+from openrealtime.cli import _add_serve_flags
 from tests.helpers.cli_server import FAKE_ENGINES, cli_server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -38,3 +40,17 @@ def test_the_python_example_prints_the_answer(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     words = done.stdout.split()
     assert len(words) >= 2, done.stdout  # the fake model's answer, word by word
+
+
+def test_the_synopsis_lists_every_flag_and_engine() -> None:
+    parser = argparse.ArgumentParser()
+    _add_serve_flags(parser)
+    text = README.read_text(encoding="utf-8")
+    synopsis = text[text.index("openrealtime serve [") : text.index("openrealtime models list")]
+    for action in parser._actions:
+        flags = [f for f in action.option_strings if f.startswith("--") and f != "--help"]
+        if flags:
+            assert any(flag in synopsis for flag in flags), flags
+        for choice in action.choices or ():
+            if choice != "fake" and flags and flags[0] in ("--vad", "--stt", "--llm", "--tts"):
+                assert choice in synopsis, (flags[0], choice)
