@@ -16,7 +16,7 @@ import pytest
 from openrealtime.backends.fake import FakeLanguageModel
 from openrealtime.backends.stt_openai_compat import OpenAICompatibleSTT
 from tests.conformance.conftest import ServerFactory, Speech, sdk_client, stream_audio
-from tests.helpers.whisper_server import whisper_server
+from tests.helpers.third_party import whisper_server
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 SENTENCES = ("What do bees make?", "Please turn off the kitchen lights.")

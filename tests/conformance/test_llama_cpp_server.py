@@ -18,8 +18,9 @@ import pytest
 
 from openrealtime.backends.llm_openai_compat import OpenAICompatibleLLM
 from tests.conformance.conftest import Client, ServerFactory, sdk_client
+from tests.conformance.test_sdk_items import user_text
 from tests.conformance.test_sdk_tools import WEATHER_SCHEMA, WEATHER_TOOL, validate_against_schema
-from tests.helpers.llama_cpp_server import llama_cpp_server
+from tests.helpers.third_party import llama_cpp_server
 
 WAIT_S = 60.0
 """Per event: a 135M model on one thread, one request at a time."""
@@ -36,17 +37,6 @@ async def base(start_server: ServerFactory, llama_url: str) -> AsyncIterator[str
     llm = OpenAICompatibleLLM(llama_url, "smollm2")
     yield await start_server(llm=llm)
     await llm.aclose()
-
-
-def user(text: str) -> dict[str, Any]:
-    return {
-        "type": "conversation.item.create",
-        "item": {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": text}],
-        },
-    }
 
 
 async def configure(client: Client, **session: Any) -> None:
@@ -98,7 +88,7 @@ async def answer_calls(client: Client, calls: list[dict[str, Any]]) -> None:
 async def test_a_text_turn(base: str) -> None:
     async with sdk_client(base) as client:
         await configure(client, max_output_tokens=40)
-        await client.send(user("Name three colours."))
+        await client.send(user_text("Name three colours."))
         response = await respond(client)
     assert response["status"] in ("completed", "incomplete"), response  # 40 tokens may cut it
     assert text_of(response).strip()
@@ -114,7 +104,7 @@ async def test_a_forced_tool_call_and_its_follow_up(base: str, choice: Any) -> N
     the request after the tool result is answered (it was refused with HTTP 500)."""
     async with sdk_client(base) as client:
         await configure(client, tools=[WEATHER_TOOL], tool_choice=choice, max_output_tokens=40)
-        await client.send(user("What is the weather in Paris?"))
+        await client.send(user_text("What is the weather in Paris?"))
         first = await respond(client)
         assert first["status"] == "completed", first
         calls = calls_of(first)
@@ -132,7 +122,7 @@ async def test_automatic_tool_choice_and_its_follow_up(base: str) -> None:
     """That server cannot stream ``auto``; the engine asks again without streaming."""
     async with sdk_client(base) as client:
         await configure(client, tools=[WEATHER_TOOL], tool_choice="auto", max_output_tokens=40)
-        await client.send(user("What is the weather in Paris?"))
+        await client.send(user_text("What is the weather in Paris?"))
         first = await respond(client)
         assert first["status"] == "completed", first
         assert first["output"], first
@@ -143,7 +133,7 @@ async def test_automatic_tool_choice_and_its_follow_up(base: str) -> None:
         if calls:
             await answer_calls(client, calls)
         else:
-            await client.send(user("And in Rome?"))
+            await client.send(user_text("And in Rome?"))
         follow_up = await respond(client)  # still "auto": streamed, refused, asked again
         assert follow_up["status"] == "completed", follow_up
         assert follow_up["output"], follow_up
@@ -152,14 +142,14 @@ async def test_automatic_tool_choice_and_its_follow_up(base: str) -> None:
 async def test_a_cancel_mid_stream_then_the_next_answer(base: str) -> None:
     async with sdk_client(base) as client:
         await configure(client, max_output_tokens=300)
-        await client.send(user("Tell me a long story about a dragon and a knight."))
+        await client.send(user_text("Tell me a long story about a dragon and a knight."))
         await client.send({"type": "response.create"})
         await client.wait_for("response.output_text.delta", WAIT_S)
         await client.send({"type": "response.cancel"})
         done = await client.wait_for("response.done", WAIT_S)
         assert done["response"]["status"] == "cancelled", done
         await configure(client, max_output_tokens=30)
-        await client.send(user("Say hello."))
+        await client.send(user_text("Say hello."))
         again = await respond(client)
     assert again["status"] in ("completed", "incomplete"), again
     assert text_of(again).strip()
@@ -194,7 +184,7 @@ async def test_a_long_conversation(base: str) -> None:
     async with sdk_client(base) as client:
         await configure(client, max_output_tokens=24)
         for question in questions:
-            await client.send(user(question))
+            await client.send(user_text(question))
             response = await respond(client)
             assert response["status"] in ("completed", "incomplete"), response
             assert text_of(response).strip(), response

@@ -61,7 +61,7 @@ import onnxruntime as ort
 
 from openrealtime.backends.base import SynthesisRequest
 from openrealtime.backends.errors import BackendError, ModelFileError
-from openrealtime.backends.tts_espeak import _CHARS_UTF8, _Espeak
+from openrealtime.backends.tts_espeak import _CHARS_UTF8, EspeakTextToSpeech, _Espeak
 
 MODEL = "piper-joe"
 """The pinned voice in :data:`openrealtime.models.MODELS`."""
@@ -300,11 +300,7 @@ class PiperTextToSpeech:
     @classmethod
     def available(cls) -> bool:
         """Whether espeak-ng (for the phonemes) loads; loads it if so."""
-        try:
-            _Espeak.get()
-        except (ImportError, BackendError):
-            return False
-        return True
+        return EspeakTextToSpeech.available()
 
     def speaker_for(self, voice: str) -> int | None:
         """The ``sid`` for an OpenAI voice name: None for a single-speaker voice (joe)."""
