@@ -343,11 +343,11 @@ def chat_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     """Our :class:`ChatMessage` list in the ``/v1/chat/completions`` message format."""
     out: list[dict[str, Any]] = []
     for message in messages:
+        # content stays a string even beside tool calls: llama-cpp-python's server refuses
+        # null (HTTP 500) and its templates read the field, so it cannot be left out either
+        # (docs/engines.md)
         entry: dict[str, Any] = {"role": message.role, "content": message.content}
         if message.role == "assistant" and message.tool_calls:
-            # "" rather than null: llama-cpp-python's server refuses null (HTTP 500) and its
-            # templates read the field, so it cannot be left out either (docs/engines.md)
-            entry["content"] = message.content or ""
             entry["tool_calls"] = [
                 {
                     "id": call.call_id,
