@@ -457,9 +457,7 @@ class SessionDriver:
                 self._own(f"stt:{command.item_id}", listener.task)
             case Transcribe():
                 spec = self._speculation
-                if known := self._prepared_transcript(command.item_id):
-                    work = run_known_transcription(command, known, self._emit_backend)
-                elif spec is not None and spec.item_id == command.item_id:
+                if spec is not None and spec.item_id == command.item_id:
                     work = self._transcribe_after(spec, command)
                 else:
                     work = run_transcription(command, self.engines, self._emit_backend)
@@ -517,15 +515,15 @@ class SessionDriver:
         self._speculation = Speculation(command, self.engines, peek, self._emit_backend)
 
     async def _transcribe_after(self, spec: Speculation, command: Transcribe) -> None:
-        """The turn's transcript from the speculation still taking it, else a new one.
+        """The turn's transcript from its speculation (at once if it has it), else a new one.
 
         An STT engine that cannot stream is asked once, when the user goes quiet; the turn
         that ends before the answer comes waits for it instead of queueing a second decode of
         the same speech behind the first (Whisper on 2 cores: the final came ~1 s after the
-        turn ended, against ~0.45 s for the one decode).
+        turn ended, against ~0.45 s for the one decode). A speculation that heard nothing
+        leaves the turn to a transcription of its own.
         """
-        text = await spec.heard()
-        if text is not None:
+        if text := await spec.heard():
             await run_known_transcription(command, text, self._emit_backend)
         else:
             await run_transcription(command, self.engines, self._emit_backend)
