@@ -29,13 +29,17 @@ from openrealtime.config import VAD_CHOICES as VAD_ENGINES
 from openrealtime.protocol.session_config import DEFAULT_INSTRUCTIONS
 
 
+def _cache(config: Config) -> Path | None:
+    """The model cache the embedded engines resolve their files in (None: the default)."""
+    return Path(config.cache_dir) if config.cache_dir else None
+
+
 def build_vad(config: Config) -> VoiceActivityDetector:
     """Create the VAD; Silero's model file is resolved (and fetched once) from the cache."""
     if config.vad == "silero":
         from openrealtime.backends.vad_silero import SileroVad
 
-        cache = Path(config.cache_dir) if config.cache_dir else None
-        return SileroVad.from_cache(cache_dir=cache, local_path=config.vad_model_path)
+        return SileroVad.from_cache(cache_dir=_cache(config), local_path=config.vad_model_path)
     if config.vad == "energy":
         from openrealtime.backends.vad_energy import EnergyVad
 
@@ -55,8 +59,7 @@ def build_stt(config: Config) -> SpeechToText:
 
         model = config.stt_model_path
         if model is None:  # the pinned embedded Whisper
-            cache = Path(config.cache_dir) if config.cache_dir else None
-            model = str(resolve_model("whisper-tiny-en", cache_dir=cache).parent)
+            model = str(resolve_model("whisper-tiny-en", cache_dir=_cache(config)).parent)
         return FasterWhisperSpeechToText(model)
     if config.stt == "fake":
         from openrealtime.backends.fake import FakeSpeechToText
@@ -90,9 +93,8 @@ def build_llm(config: Config) -> LanguageModel:
             LlamaCppLanguageModel,
         )
 
-        cache = Path(config.cache_dir) if config.cache_dir else None
         return LlamaCppLanguageModel.from_cache(
-            cache_dir=cache,
+            cache_dir=_cache(config),
             local_path=config.llm_model_path,
             n_threads=config.llm_threads,
             # the embedded model keeps its short spoken answers; a lower cap still applies
@@ -130,8 +132,7 @@ def build_tts(config: Config) -> TextToSpeech:
     if config.tts == "piper":
         from openrealtime.backends.tts_piper import PiperTextToSpeech
 
-        cache = Path(config.cache_dir) if config.cache_dir else None
-        return PiperTextToSpeech(cache_dir=cache)
+        return PiperTextToSpeech(cache_dir=_cache(config))
     if config.tts == "fake":
         from openrealtime.backends.fake import FakeTextToSpeech
 
@@ -157,8 +158,9 @@ def build_turn(config: Config) -> TurnDetector | None:
     if config.turn == "smart-turn":
         from openrealtime.backends.turn_smart import SmartTurnDetector
 
-        cache = Path(config.cache_dir) if config.cache_dir else None
-        return SmartTurnDetector.from_cache(cache_dir=cache, local_path=config.turn_model_path)
+        return SmartTurnDetector.from_cache(
+            cache_dir=_cache(config), local_path=config.turn_model_path
+        )
     raise ValueError(f"unknown turn model {config.turn!r}; choose one of {TURN_CHOICES}")
 
 
