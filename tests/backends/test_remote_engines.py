@@ -52,6 +52,7 @@ from openrealtime.backends.vad_energy import EnergyVad
 from openrealtime.config import Config
 from tests.conformance._error_helpers import KEY as B_KEY
 from tests.conformance._error_helpers import Session, sdk_session, serve
+from tests.core.sim import user_text
 from tests.helpers.server import running_server
 
 A_KEY = "sk-remote-canary-A-0123456789abcdefXYZW"
@@ -687,17 +688,6 @@ async def remote_engines(
             await engine.aclose()
 
 
-def _user_text(text: str) -> dict[str, Any]:
-    return {
-        "type": "conversation.item.create",
-        "item": {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": text}],
-        },
-    }
-
-
 async def _text_response(session: Session) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     await session.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
     return await session.recv_until("response.done")
@@ -711,7 +701,7 @@ async def test_b_serves_realtime_through_a(server_a: ServerA) -> None:
         sdk_session(b) as session,
     ):
         # A text turn.
-        await session.send(_user_text("ping over http"))
+        await session.send(user_text("ping over http"))
         done, events = await _text_response(session)
         assert done["response"]["status"] == "completed", done
         text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
@@ -767,7 +757,7 @@ async def test_b_survives_a_faulty_llm_server(server_a: ServerA, fault: str) -> 
             serve(config, engines) as b,
             sdk_session(b) as session,
         ):
-            await session.send(_user_text("are you there?"))
+            await session.send(user_text("are you there?"))
             started = time.monotonic()
             done, events = await _text_response(session)
             assert time.monotonic() - started < 3.0

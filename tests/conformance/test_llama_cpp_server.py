@@ -18,8 +18,8 @@ import pytest
 
 from openrealtime.backends.llm_openai_compat import OpenAICompatibleLLM
 from tests.conformance.conftest import Client, ServerFactory, sdk_client
-from tests.conformance.test_sdk_items import user_text
 from tests.conformance.test_sdk_tools import WEATHER_SCHEMA, WEATHER_TOOL, validate_against_schema
+from tests.core.sim import user_text
 from tests.helpers.third_party import llama_cpp_server
 
 WAIT_S = 60.0

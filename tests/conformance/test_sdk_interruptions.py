@@ -20,6 +20,7 @@ from tests.conformance.conftest import (
     silence,
     stream_audio,
 )
+from tests.core.sim import user_text
 
 LONG_REPLY = (
     "Let me tell you a long story about the history of Paris, the capital of France, "
@@ -29,17 +30,6 @@ LONG_REPLY = (
 
 def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == kind]
-
-
-def user_text(text: str) -> dict[str, Any]:
-    return {
-        "type": "conversation.item.create",
-        "item": {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": text}],
-        },
-    }
 
 
 def slow_tts() -> FakeTextToSpeech:

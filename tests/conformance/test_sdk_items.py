@@ -6,21 +6,11 @@ import base64
 from typing import Any
 
 from tests.conformance.conftest import Connect, b64, tone
+from tests.core.sim import user_text
 
 
 def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == kind]
-
-
-def user_text(text: str, item_id: str | None = None) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "type": "message",
-        "role": "user",
-        "content": [{"type": "input_text", "text": text}],
-    }
-    if item_id is not None:
-        item["id"] = item_id
-    return {"type": "conversation.item.create", "item": item}
 
 
 async def test_item_delete_and_retrieve(connect: Connect) -> None:

@@ -18,6 +18,7 @@ from tests.conformance.conftest import (
     stream_audio,
     tone,
 )
+from tests.core.sim import user_text
 
 TEXT_TURN_ORDER_HEAD = [
     "conversation.item.added",
@@ -39,17 +40,6 @@ TEXT_TURN_ORDER_TAIL = [
 
 def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == kind]
-
-
-def user_text(text: str) -> dict[str, Any]:
-    return {
-        "type": "conversation.item.create",
-        "item": {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": text}],
-        },
-    }
 
 
 def audio_ms(deltas: list[dict[str, Any]]) -> float:
