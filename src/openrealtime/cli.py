@@ -243,8 +243,9 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stt-model-path",
         metavar="DIR",
-        help="CTranslate2 Whisper model directory (or size name) for --stt faster-whisper; "
-        f"default: the pinned Whisper tiny.en (env {_env('stt_model_path')})",
+        help="Whisper model for --stt faster-whisper: a CTranslate2 model directory, a size "
+        "name, or an embedded one: whisper-tiny-en (English; the default) or whisper-base "
+        f"(99 languages) (env {_env('stt_model_path')})",
     )
     p.add_argument(
         "--llm-model-path",

@@ -163,8 +163,9 @@ class Config:
     2; docs/benchmarks.md). Two decode faster on an otherwise idle machine."""
 
     stt_model_path: str | None = None
-    """Model for ``--stt faster-whisper``: a CTranslate2 Whisper directory or a size name; unset,
-    the pinned embedded Whisper tiny.en (model ``whisper-tiny-en``, 75 MB)."""
+    """Model for ``--stt faster-whisper``: a CTranslate2 Whisper directory, a size name, or a
+    pinned embedded model: ``whisper-tiny-en`` (English, 75 MB; the default when unset) or
+    ``whisper-base`` (99 languages, 145 MB)."""
 
     stt_base_url: str | None = None
     """API root of a remote STT (``--stt openai-compatible``), e.g. ``http://host:8000/v1``."""

@@ -23,6 +23,7 @@ from openrealtime.backends.base import (
 from openrealtime.backends.errors import BackendError, ModelFileError
 from openrealtime.backends.registry import build_tts
 from openrealtime.backends.stt_pocketsphinx import PocketsphinxSpeechToText
+from openrealtime.backends.tts_languages import WithOtherLanguages
 from openrealtime.backends.tts_piper import (
     PiperTextToSpeech,
     clause_end,
@@ -194,8 +195,10 @@ def test_clause_ends_as_espeak_reports_them() -> None:
 
 async def test_built_from_the_config_and_closed(model_path: Path) -> None:
     engine = build_tts(Config(tts="piper", cache_dir=str(model_path.parent.parent)))
-    assert isinstance(engine, PiperTextToSpeech)
-    assert engine.model_path == model_path
+    assert isinstance(engine, WithOtherLanguages)  # English voice; espeak-ng for the rest
+    assert isinstance(engine.english, PiperTextToSpeech)
+    assert engine.english.model_path == model_path
+    assert (engine.name, engine.sample_rate) == ("piper", 22050)
     engine.close()
     with pytest.raises(BackendError):
         await _speak(engine, "Hello.")

@@ -19,6 +19,7 @@ from openrealtime.backends.fake import (
 )
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import Generate, Speculate
+from openrealtime.runtime.pipeline import Heard
 from openrealtime.runtime.speculation import Speculation
 
 TEMPLATE = Generate(
@@ -45,17 +46,25 @@ def the_turn(text: str, **changes: object) -> Generate:
     return replace(TEMPLATE.with_messages(messages), response_id="resp_9", **changes)  # type: ignore[arg-type]
 
 
-async def heard(text: str | None) -> str | None:
-    return text
+async def heard(text: str | None, language: str | None) -> Heard | None:
+    return Heard(text, language) if text is not None else None
 
 
-async def prepared(text: str | None, llm: FakeLanguageModel | None = None) -> Speculation:
+async def prepared(
+    text: str | None,
+    llm: FakeLanguageModel | None = None,
+    *,
+    language: str | None = None,
+    template: Generate = TEMPLATE,
+) -> Speculation:
     forwarded: list[be.BackendEvent] = []
 
     async def forward(event: be.BackendEvent) -> None:
         forwarded.append(event)
 
-    spec = Speculation(Speculate("item_1", TEMPLATE), engines(llm), lambda: heard(text), forward)
+    spec = Speculation(
+        Speculate("item_1", template), engines(llm), lambda: heard(text, language), forward
+    )
     spec.forwarded = forwarded  # type: ignore[attr-defined]
     for _ in range(50):  # let the fake pipeline run until it holds its results
         await asyncio.sleep(0)
@@ -112,3 +121,25 @@ async def test_cancel_stops_the_engine_work() -> None:
     await asyncio.sleep(0)
     assert spec.task.cancelled()
     assert not spec.matches(the_turn("hello"))
+
+
+async def test_speech_in_another_language_than_the_template_prepares_nothing() -> None:
+    """The turn is answered in the language it was spoken in (core.languages), so an answer
+    prepared in the last turn's language would be thrown away: none is made."""
+    llm = FakeLanguageModel()
+    spec = await prepared("quelle heure est-il", llm, language="fr")
+    assert await spec.heard() == Heard("quelle heure est-il", "fr")
+    assert spec.generate is None
+    assert llm.requests == []
+
+
+async def test_speech_in_the_templates_language_is_prepared() -> None:
+    french = replace(TEMPLATE, language="fr")
+    spec = await prepared("quelle heure est-il", language="fr", template=french)
+    assert spec.matches(the_turn("quelle heure est-il", language="fr"))
+    assert not spec.matches(the_turn("quelle heure est-il"))
+    spec.cancel()
+    # English counts as no language: an English turn after an English one is prepared.
+    spec = await prepared("what time is it", language="en")
+    assert spec.matches(the_turn("what time is it"))
+    spec.cancel()

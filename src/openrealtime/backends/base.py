@@ -119,10 +119,15 @@ class TranscriptDelta:
 
 @dataclass(frozen=True)
 class TranscriptFinal:
-    """The final transcript; the last value an STT stream yields."""
+    """The final transcript; the last value an STT stream yields.
+
+    ``language``: the ISO 639-1 code of the speech (``"fr"``) when the engine knows it (asked
+    for or detected); ``None`` when it cannot tell (an English-only engine says nothing).
+    """
 
     text: str
     audio_seconds: float
+    language: str | None = None
 
 
 TranscriptionEvent = TranscriptDelta | TranscriptFinal
@@ -242,6 +247,8 @@ class SynthesisRequest:
     text: str
     voice: str = "alloy"
     speed: float = 1.0
+    language: str | None = None
+    """The text's language (ISO 639-1) when it is not English, for engines that must be told."""
 
 
 @runtime_checkable

@@ -28,6 +28,10 @@ from openrealtime.config import TURN_CHOICES, Config
 from openrealtime.config import VAD_CHOICES as VAD_ENGINES
 from openrealtime.protocol.session_config import DEFAULT_INSTRUCTIONS
 
+PINNED_WHISPER = ("whisper-tiny-en", "whisper-base")
+"""The embedded Whisper models ``--stt-model-path`` can name; the first is the default:
+tiny.en (English, 75 MB) and base (99 languages, 145 MB, about twice the decode time)."""
+
 
 def _cache(config: Config) -> Path | None:
     """The model cache the embedded engines resolve their files in (None: the default)."""
@@ -57,9 +61,9 @@ def build_stt(config: Config) -> SpeechToText:
         from openrealtime.backends.stt_faster_whisper import FasterWhisperSpeechToText
         from openrealtime.models import resolve_model
 
-        model = config.stt_model_path
-        if model is None:  # the pinned embedded Whisper
-            model = str(resolve_model("whisper-tiny-en", cache_dir=_cache(config)).parent)
+        model = config.stt_model_path or PINNED_WHISPER[0]
+        if model in PINNED_WHISPER and not Path(model).exists():  # an embedded Whisper
+            model = str(resolve_model(model, cache_dir=_cache(config)).parent)
         return FasterWhisperSpeechToText(model)
     if config.stt == "fake":
         from openrealtime.backends.fake import FakeSpeechToText
@@ -125,14 +129,20 @@ def build_tts(config: Config) -> TextToSpeech:
         from openrealtime.backends.tts_espeak import EspeakTextToSpeech
 
         return EspeakTextToSpeech()
-    if config.tts == "flite":
-        from openrealtime.backends.tts_flite import FliteTextToSpeech
+    if config.tts in ("flite", "piper"):  # English voices: espeak-ng speaks the rest
+        from openrealtime.backends.tts_espeak import EspeakTextToSpeech
+        from openrealtime.backends.tts_languages import EnglishVoice, WithOtherLanguages
 
-        return FliteTextToSpeech()
-    if config.tts == "piper":
-        from openrealtime.backends.tts_piper import PiperTextToSpeech
+        english: EnglishVoice
+        if config.tts == "flite":
+            from openrealtime.backends.tts_flite import FliteTextToSpeech
 
-        return PiperTextToSpeech(cache_dir=_cache(config))
+            english = FliteTextToSpeech()
+        else:
+            from openrealtime.backends.tts_piper import PiperTextToSpeech
+
+            english = PiperTextToSpeech(cache_dir=_cache(config))
+        return WithOtherLanguages(english, EspeakTextToSpeech())
     if config.tts == "fake":
         from openrealtime.backends.fake import FakeTextToSpeech
 

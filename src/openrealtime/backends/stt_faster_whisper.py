@@ -10,6 +10,7 @@ CTranslate2 releases the GIL, so the event loop keeps running. Segments stream a
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +27,10 @@ from openrealtime.backends.base import (
 from openrealtime.backends.errors import BackendError, ModelFileError
 
 _REQUIRED_FILES = ("model.bin", "config.json")
+TOKENS_PER_SECOND = 12
+"""Most tokens a second of speech takes (fast speech in a language Whisper splits finely)."""
+MAX_NEW_TOKENS = 220
+"""Whisper's text context is 448 tokens, of which a prompt may take up to 224."""
 
 
 def check_model_dir(path: Path) -> None:
@@ -41,7 +46,12 @@ def check_model_dir(path: Path) -> None:
 
 
 class FasterWhisperSpeechToText:
-    """Whisper through faster-whisper; 16 kHz input, any language Whisper knows."""
+    """Whisper through faster-whisper; 16 kHz input, any language Whisper knows.
+
+    A multilingual model transcribes in the request's ``language`` when given, else detects it
+    (one more encoder pass over the first 30 s) and reports it on the final transcript; an
+    English-only model (``.en``) always hears English and reports no language.
+    """
 
     name = "faster-whisper"
     sample_rate = 16000
@@ -77,6 +87,7 @@ class FasterWhisperSpeechToText:
         except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError with details
             raise ModelFileError(f"cannot load faster-whisper model {model!r}: {exc}") from exc
         self._beam_size = beam_size
+        self._multilingual = bool(self._model.model.is_multilingual)
         self._lock = threading.Lock()
 
     async def transcribe(self, request: TranscriptionRequest) -> AsyncIterator[TranscriptionEvent]:
@@ -92,7 +103,7 @@ class FasterWhisperSpeechToText:
                     if stop.is_set():  # abandoned while an earlier request held the model
                         loop.call_soon_threadsafe(queue.put_nowait, None)
                         return
-                    segments, _info = self._model.transcribe(
+                    segments, info = self._model.transcribe(
                         audio,
                         language=request.language,
                         initial_prompt=request.prompt,
@@ -104,7 +115,10 @@ class FasterWhisperSpeechToText:
                         temperature=0.0,
                         without_timestamps=True,
                         condition_on_previous_text=False,
+                        max_new_tokens=max_new_tokens,
                     )
+                    if self._multilingual:
+                        language.append(str(info.language))
                     for segment in segments:
                         if stop.is_set():
                             break
@@ -113,6 +127,12 @@ class FasterWhisperSpeechToText:
             except Exception as exc:
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
 
+        seconds = len(audio) / self.sample_rate
+        # A cap on the tokens the audio can hold: a greedy decode that falls into a loop
+        # ("copy, copy, copy…" for speech in a language the model does not know) stops there
+        # instead of running to the end of Whisper's context, seconds later.
+        max_new_tokens = min(MAX_NEW_TOKENS, 16 + math.ceil(TOKENS_PER_SECOND * seconds))
+        language: list[str] = []
         worker = loop.run_in_executor(None, decode)
         parts: list[str] = []
         try:
@@ -127,4 +147,4 @@ class FasterWhisperSpeechToText:
             stop.set()
             await asyncio.shield(worker)
         text = "".join(parts).strip()
-        yield TranscriptFinal(text, len(audio) / self.sample_rate)
+        yield TranscriptFinal(text, seconds, language[0] if language else None)

@@ -40,15 +40,18 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from openrealtime.backends._bridge import Emitter, iterate_in_thread
 from openrealtime.backends.base import SynthesisRequest
 from openrealtime.backends.errors import BackendError
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 22050
 """espeak-ng's output rate."""
@@ -99,6 +102,8 @@ VOICES: Mapping[str, EspeakVoice] = {
 }
 """OpenAI voice name -> espeak-ng setting (see the module docstring)."""
 DEFAULT_VOICE = "alloy"
+LANGUAGE_VOICES: Mapping[str, str] = {"zh": "cmn", "no": "nb", "jw": "jv"}
+"""ISO 639-1 codes whose espeak-ng voice has another name; the others are the code itself."""
 
 
 def rate_for(speed: float) -> int:
@@ -175,6 +180,12 @@ class _Espeak:
         except BaseException:
             return 1
 
+    def has_voice(self, name: str) -> bool:
+        """Whether espeak-ng has a voice called ``name`` (it becomes the current one if so)."""
+        with self.lock:
+            self._voice = None
+            return bool(self._lib.espeak_SetVoiceByName(name.encode()) == 0)
+
     def synthesize(
         self, text: str, voice: EspeakVoice, rate: int, sink: Callable[[bytes], bool]
     ) -> None:
@@ -217,6 +228,7 @@ class EspeakTextToSpeech:
         self.voices: dict[str, EspeakVoice] = {**VOICES, **(voices or {})}
         self._espeak = _Espeak.get()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="espeak")
+        self._languages: dict[str, str | None] = {}
 
     @classmethod
     def available(cls) -> bool:
@@ -227,9 +239,29 @@ class EspeakTextToSpeech:
             return False
         return True
 
-    def voice_for(self, voice: str) -> EspeakVoice:
-        """The espeak-ng setting for an OpenAI voice name; alloy's for unknown names."""
-        return self.voices.get(voice, self.voices[DEFAULT_VOICE])
+    def voice_for(self, voice: str, language: str | None = None) -> EspeakVoice:
+        """The espeak-ng setting for an OpenAI voice name; alloy's for unknown names.
+
+        With a ``language`` (ISO 639-1) that espeak-ng speaks, the same variant, pitch and range
+        in that language (``ash`` in French: ``fr+m3``); a language it lacks keeps English.
+        """
+        setting = self.voices.get(voice, self.voices[DEFAULT_VOICE])
+        name = self._language_voice(language) if language else None
+        if name is None:
+            return setting
+        variant = setting.name.partition("+")[2]
+        return replace(setting, name=f"{name}+{variant}" if variant else name)
+
+    def _language_voice(self, language: str) -> str | None:
+        """espeak-ng's voice for ``language``, or None (checked once per language)."""
+        code = language.lower()
+        if code not in self._languages:
+            name = LANGUAGE_VOICES.get(code, code)
+            found = self._espeak.has_voice(name)
+            if not found:
+                log.warning("espeak-ng has no voice for language %r; speaking English", code)
+            self._languages[code] = name if found else None
+        return self._languages[code]
 
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
         """Speak ``request.text``, yielding PCM16 chunks (about 100 ms each) as they are made.
@@ -241,10 +273,11 @@ class EspeakTextToSpeech:
         """
         if not request.text.strip():
             return
-        voice = self.voice_for(request.voice)
         rate = rate_for(request.speed)
 
         def speak(emit: Emitter[bytes]) -> None:
+            # in the worker: finding a language's voice takes the library's lock
+            voice = self.voice_for(request.voice, request.language)
             self._espeak.synthesize(request.text, voice, rate, emit)
 
         async for chunk in iterate_in_thread(

@@ -36,11 +36,12 @@ class TranscriptionDelta:
 
 @dataclass(frozen=True)
 class TranscriptionCompleted:
-    """Final transcript of a user audio item."""
+    """Final transcript of a user audio item (``language``: what the STT heard, if it says)."""
 
     item_id: str
     transcript: str
     audio_seconds: float
+    language: str | None = None
 
 
 @dataclass(frozen=True)

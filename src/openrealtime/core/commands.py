@@ -71,6 +71,8 @@ class Generate:
     modality: Literal["audio", "text"]
     voice: str
     speed: float
+    language: str | None = None
+    """The language to answer in, for the speech engine (``None``: English, as configured)."""
 
     @property
     def messages(self) -> tuple[ChatMessage, ...]:

@@ -54,6 +54,8 @@ class Entry:
     segments: list[SpokenSegment] = field(default_factory=list)
     heard_text: str | None = None
     """Transcript of user audio used for the model's context, even when not sent to clients."""
+    heard_language: str | None = None
+    """The language the STT engine heard in this item's audio (ISO 639-1), if it said."""
     transcription_pending: bool = False
     client_text_bytes: int = 0
     """UTF-8 bytes of text the client put in this item (counted against the text budget)."""
@@ -301,10 +303,6 @@ class Conversation:
         assert isinstance(part, OutputAudio)
         content[content_index] = part.model_copy(update={"transcript": transcript})
         entry.item = item.model_copy(update={"content": content})
-
-    def chat_messages(self) -> list[ChatMessage]:
-        """The conversation as chat messages for a text language model."""
-        return [msg for entry in self._entries if (msg := entry_message(entry)) is not None]
 
 
 def heard_segments(segments: list[SpokenSegment], cut: int) -> list[SpokenSegment]:

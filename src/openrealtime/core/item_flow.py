@@ -221,6 +221,7 @@ class Items:
         entry = self.conversation.get(event.item_id)
         if entry is not None:
             entry.heard_text = event.transcript
+            entry.heard_language = event.language
             entry.transcription_pending = False
             if self._transcription_enabled() and isinstance(entry.item, UserMessage):
                 content = [

@@ -12,6 +12,7 @@ idle timer and queued answers) it asks a :class:`ResponseHost`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal, Protocol
 
 from openrealtime.chat import ChatMessage, GenerationRequest, ToolChoice, ToolSpec
@@ -21,6 +22,7 @@ from openrealtime.core.conversation import Conversation, Entry, entry_message
 from openrealtime.core.ids import IdFactory
 from openrealtime.core.input_buffer import BYTES_PER_MS
 from openrealtime.core.input_processing import InputProcessor
+from openrealtime.core.languages import language_instruction, reply_language
 from openrealtime.core.latency import TurnLatency
 from openrealtime.core.output import ResponseWriter
 from openrealtime.core.playback import OutputAudioBuffer
@@ -246,11 +248,8 @@ class Responses:
             # Called once nothing is awaited: rebuild the context with every transcript known.
             head, entries = context
             if entries is None:
-                body = self.conversation.chat_messages()
-            else:
-                body = [m for e in entries if (m := entry_message(e)) is not None]
-            command = command.with_messages(tuple(head + body))
-            self._command(command)
+                entries = self.conversation.entries()
+            self._command(self._in_context(command, head, entries))
         run.pending_generate = None
         run.pending_context = None
 
@@ -274,11 +273,33 @@ class Responses:
     def speculation(self) -> Generate | None:
         """The ``Generate`` a turn would get if it ended now (None if it would fail)."""
         params = ce.ResponseCreateParams()
-        messages = self._instructions(params) + self.conversation.chat_messages()
+        head = self._instructions(params)
         try:
-            return self._generate(params, "", messages)
+            generate = self._generate(params, "", [])
         except ProtocolError:
             return None
+        return self._in_context(generate, head, self.conversation.entries())
+
+    def _in_context(
+        self, command: Generate, head: list[ChatMessage], entries: list[Entry]
+    ) -> Generate:
+        """``command`` with its context rendered as chat messages.
+
+        The instructions, the language to answer in (``core.languages``), then the entries.
+        """
+        language = self._reply_language(entries)
+        if language is not None:
+            head = [*head, language_instruction(language)]
+        body = [m for e in entries if (m := entry_message(e)) is not None]
+        return replace(command.with_messages(tuple(head + body)), language=language)
+
+    def _reply_language(self, entries: list[Entry]) -> str | None:
+        """The session's transcription language if set, else the one last heard in ``entries``."""
+        transcription = self._realtime_config().audio.input.transcription
+        if transcription is not None and transcription.language:
+            return reply_language(transcription.language)
+        heard = (e.heard_language for e in reversed(entries) if e.heard_language)
+        return reply_language(next(heard, None))
 
     # ------------------------------------------------------------------ the engine's output
 

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,7 +67,7 @@ from openrealtime.runtime.pipeline import (
     transcript_of,
 )
 from openrealtime.runtime.playback import MediaPort
-from openrealtime.runtime.speculation import Speculation
+from openrealtime.runtime.speculation import Peek, Speculation
 from openrealtime.runtime.vad_batcher import batcher_for
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
 
@@ -506,7 +506,7 @@ class SessionDriver:
             self._speculation = None
         listener = self._listeners.get(command.item_id)
         if listener is not None:
-            peek: Callable[[], Awaitable[str | None]] = listener.peek
+            peek: Peek = listener.peek
         else:  # an STT engine that cannot stream: transcribe the speech so far, once
             request = self.session.speech_so_far(command.item_id)
             if request is None:
@@ -523,8 +523,9 @@ class SessionDriver:
         turn ended, against ~0.45 s for the one decode). A speculation that heard nothing
         leaves the turn to a transcription of its own.
         """
-        if text := await spec.heard():
-            await run_known_transcription(command, text, self._emit_backend)
+        heard = await spec.heard()
+        if heard is not None and heard.text:
+            await run_known_transcription(command, heard, self._emit_backend)
         else:
             await run_transcription(command, self.engines, self._emit_backend)
 

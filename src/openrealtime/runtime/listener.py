@@ -20,7 +20,7 @@ from openrealtime.audio.resample import StreamResampler
 from openrealtime.backends.base import PeekableSpeechStream, SpeechStream, StreamingSpeechToText
 from openrealtime.backends.errors import BackendError
 from openrealtime.core import backend_events as be
-from openrealtime.runtime.pipeline import Emit, report_transcript
+from openrealtime.runtime.pipeline import Emit, Heard, report_transcript
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,16 @@ class Listener:
         self._known = known
         self._put(_FINISH)
 
-    async def peek(self) -> str | None:
+    async def peek(self) -> Heard | None:
         """The final transcript of the speech fed so far, the turn left open (None: can't tell).
 
         Answered in order after the pieces already fed; None when the engine's streams cannot
-        peek or the stream failed.
+        peek or the stream failed. Streams report no language.
         """
         answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._put(_Peek(answer))
-        return await answer
+        text = await answer
+        return Heard(text) if text is not None else None
 
     def _more_speech(self) -> bytes:
         """Speech already queued behind the current piece, up to the next marker.

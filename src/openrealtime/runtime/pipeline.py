@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from openrealtime import metrics
@@ -187,7 +188,9 @@ async def run_transcription(command: Transcribe, engines: Engines, emit: Emit) -
             raise BackendError("the STT engine returned no final transcript")
         text = valid_text(final.text)
         metrics.ENGINE_SECONDS.labels("stt", "total").observe(elapsed_since(started))
-        await emit(be.TranscriptionCompleted(command.item_id, text, final.audio_seconds))
+        await emit(
+            be.TranscriptionCompleted(command.item_id, text, final.audio_seconds, final.language)
+        )
     except BackendError as exc:
         metrics.ENGINE_FAILURES.labels("stt", exc.code).inc()
         await emit(be.TranscriptionFailed(command.item_id, exc.code, exc.message))
@@ -197,7 +200,15 @@ async def run_transcription(command: Transcribe, engines: Engines, emit: Emit) -
         await emit(be.TranscriptionFailed(command.item_id, "server_error", str(exc) or repr(exc)))
 
 
-async def transcript_of(command: Transcribe, engines: Engines) -> str | None:
+@dataclass(frozen=True)
+class Heard:
+    """A transcript taken ahead of the turn's end, with the language the engine heard."""
+
+    text: str
+    language: str | None = None
+
+
+async def transcript_of(command: Transcribe, engines: Engines) -> Heard | None:
     """The final transcript of ``command``'s audio, emitting nothing; None if it failed."""
     stt = engines.stt
     request = _transcription_request(command, engines)
@@ -214,20 +225,23 @@ async def transcript_of(command: Transcribe, engines: Engines) -> str | None:
         log.debug("transcribing the speech so far failed", exc_info=True)
         return None
     metrics.ENGINE_SECONDS.labels("stt", "total").observe(elapsed_since(started))
-    return finals[-1].text.strip() if finals else None
+    return Heard(finals[-1].text.strip(), finals[-1].language) if finals else None
 
 
-async def run_known_transcription(command: Transcribe, text: str, emit: Emit) -> None:
+async def run_known_transcription(command: Transcribe, heard: Heard, emit: Emit) -> None:
     """Report an already known transcript for ``command`` as the engine would have."""
-    await report_transcript(command.item_id, text, len(command.pcm16) / 2 / SESSION_RATE, emit)
+    seconds = len(command.pcm16) / 2 / SESSION_RATE
+    await report_transcript(command.item_id, heard.text, seconds, emit, heard.language)
 
 
-async def report_transcript(item_id: str, text: str, audio_seconds: float, emit: Emit) -> None:
+async def report_transcript(
+    item_id: str, text: str, audio_seconds: float, emit: Emit, language: str | None = None
+) -> None:
     """A whole final transcript as events: one delta with the text (if any), then completed."""
     text = valid_text(text)
     if text:
         await emit(be.TranscriptionDelta(item_id, text))
-    await emit(be.TranscriptionCompleted(item_id, text, audio_seconds))
+    await emit(be.TranscriptionCompleted(item_id, text, audio_seconds, language))
 
 
 def _transcription_request(command: Transcribe, engines: Engines) -> TranscriptionRequest:
@@ -307,7 +321,9 @@ async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
 async def _synthesize(text: str, command: Generate, engines: Engines, emit: Emit) -> None:
     tts = engines.tts
     resampler = StreamResampler(tts.sample_rate, SESSION_RATE)
-    request = SynthesisRequest(text=text.strip(), voice=command.voice, speed=command.speed)
+    request = SynthesisRequest(
+        text=text.strip(), voice=command.voice, speed=command.speed, language=command.language
+    )
     started = time.perf_counter()
     first = True
     async with closing(tts.synthesize(request)) as chunks:

@@ -24,11 +24,12 @@ from dataclasses import replace
 from openrealtime.backends.base import ChatMessage, Engines
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import Generate, Speculate
-from openrealtime.runtime.pipeline import Emit, run_response
+from openrealtime.core.languages import reply_language
+from openrealtime.runtime.pipeline import Emit, Heard, run_response
 
 log = logging.getLogger(__name__)
 
-Peek = Callable[[], Awaitable[str | None]]
+Peek = Callable[[], Awaitable[Heard | None]]
 
 MAX_HELD_BYTES = 2 * 24_000 * 2
 """Audio held before adoption (2 s at 24 kHz): the pipeline then waits, so a long answer is
@@ -66,7 +67,7 @@ class Speculation:
         self._adopted = asyncio.Event()
         self._started = time.perf_counter()
         self._stamps: dict[str, float] = {}
-        self._heard: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._heard: asyncio.Future[Heard | None] = asyncio.get_running_loop().create_future()
         self.task = asyncio.create_task(self._run())
         self.task.add_done_callback(lambda _: self._hear(None))
 
@@ -111,7 +112,7 @@ class Speculation:
         """Throw the prepared answer away (the engine work stops at once)."""
         self.task.cancel()
 
-    async def heard(self) -> str | None:
+    async def heard(self) -> Heard | None:
         """The transcript this speculation takes of the speech, once it has it.
 
         None if it failed or was dropped first. A turn that ends while it is being taken waits
@@ -119,17 +120,21 @@ class Speculation:
         """
         return await asyncio.shield(self._heard)
 
-    def _hear(self, text: str | None) -> None:
+    def _hear(self, heard: Heard | None) -> None:
         if not self._heard.done():
-            self._heard.set_result(text)
+            self._heard.set_result(heard)
 
     async def _run(self) -> None:
-        text = await self._peek()
-        self._hear(text)
+        heard = await self._peek()
+        self._hear(heard)
         self._stamp("transcript")
-        if not text:
+        if heard is None or not heard.text:
             return
-        user = ChatMessage("user", text)
+        if heard.language is not None and reply_language(heard.language) != self._template.language:
+            # Spoken in another language than the last turn: the answer the turn gets is asked
+            # in that language, not this template's (core.languages). Keep the transcript only.
+            return
+        user = ChatMessage("user", heard.text)
         self.generate = self._template.with_messages((*self._template.messages, user))
         await run_response(self.generate, self._engines, self._emit)
 
