@@ -1,4 +1,4 @@
-"""The embedded speech-to-text engines side by side: PocketSphinx against Whisper tiny.en.
+"""The embedded speech-to-text engines side by side: PocketSphinx, Whisper tiny.en and base.
 
 The same spoken questions (flite, four voices), clean and in white noise at 20 dB SNR, go
 through each engine in this process (``transcribe`` on the whole utterance, 16 kHz, as a
@@ -8,8 +8,13 @@ final transcript (p50 / p90; for a streaming engine in a live session most of th
 happens while the user speaks, so read it as compute, not as the turn's latency: the
 voice-to-voice figure is ``bench/voice_latency.py --serve-arg=--stt --serve-arg=faster-whisper``).
 
+Then the other languages (``--languages``): short questions spoken by espeak-ng's voice for
+each language, through Whisper base with the language detected and with it set (as
+``audio.input.transcription.language`` sets it): word error rate, how often the detected
+language is right, and the time to the final transcript.
+
     .venv/bin/python bench/stt_quality.py
-    .venv/bin/python bench/stt_quality.py --voices rms --conditions clean
+    .venv/bin/python bench/stt_quality.py --voices rms --conditions clean --languages ""
 """
 
 from __future__ import annotations
@@ -56,7 +61,85 @@ def engines() -> dict[str, Callable[[], SpeechToText]]:
 
         return FasterWhisperSpeechToText(str(resolve_model("whisper-tiny-en").parent))
 
-    return {"pocketsphinx": sphinx, "whisper-tiny.en": whisper}
+    return {"pocketsphinx": sphinx, "whisper-tiny.en": whisper, "whisper-base": whisper_base}
+
+
+def whisper_base() -> SpeechToText:
+    from openrealtime.backends.stt_faster_whisper import FasterWhisperSpeechToText
+    from openrealtime.models import resolve_model
+
+    return FasterWhisperSpeechToText(str(resolve_model("whisper-base").parent))
+
+
+SPOKEN: dict[str, list[str]] = {
+    "de": [
+        "Was ist die Hauptstadt von Deutschland?",
+        "Wie viel ist zwei plus zwei?",
+        "Welche Farbe hat der Himmel?",
+        "Wo leben die Pinguine?",
+    ],
+    "it": [
+        "Ciao come stai oggi?",
+        "Qual è la capitale dell'Italia?",
+        "Di che colore è il cielo?",
+        "Quanti giorni ci sono in una settimana?",
+    ],
+    "fr": [
+        "Quelle est la capitale de la France ?",
+        "Combien font deux plus deux ?",
+        "De quelle couleur est le ciel ?",
+        "Où vivent les pingouins ?",
+    ],
+    "es": [
+        "¿Cuál es la capital de España?",
+        "¿Cuántos son dos más dos?",
+        "¿De qué color es el cielo?",
+        "¿Dónde viven los pingüinos?",
+    ],
+}
+"""Questions per language, spoken by espeak-ng (the only speech in those languages here)."""
+
+
+def espeak(language: str, text: str) -> bytes:
+    """``text`` in espeak-ng's voice for ``language`` at 130 words a minute, 24 kHz PCM16."""
+    from openrealtime.backends.tts_espeak import SAMPLE_RATE, EspeakVoice, _Espeak
+
+    out = bytearray()
+
+    def sink(pcm: bytes) -> bool:
+        out.extend(pcm)
+        return True
+
+    _Espeak.get().synthesize(text, EspeakVoice(language), 130, sink)
+    pad = bytes(int(0.3 * RATE) * 2)
+    return pad + resample(bytes(out), SAMPLE_RATE, RATE) + pad
+
+
+async def languages(engine: SpeechToText, codes: list[str]) -> None:
+    """The table of the other languages through ``engine`` (Whisper base)."""
+    print()
+    print("| language | language set | WER | language detected right | final after, ms p50 |")
+    print("|---|---|---|---|---|")
+    rate = engine.sample_rate
+    for code in codes:
+        clips = [(text, resample(espeak(code, text), RATE, rate)) for text in SPOKEN[code]]
+        for given in (None, code):
+            pairs, right, times = [], 0, []
+            for text, pcm in clips:
+                started = time.perf_counter()
+                request = TranscriptionRequest(pcm, rate, language=given)
+                finals = [e async for e in engine.transcribe(request)]
+                final = finals[-1]
+                assert isinstance(final, TranscriptFinal)
+                times.append((time.perf_counter() - started) * 1000)
+                pairs.append((text, final.text))
+                right += final.language == code
+            error, _, _ = wer(pairs)
+            detected = "—" if given else f"{right}/{len(clips)}"
+            print(
+                f"| {code} | {'yes' if given else 'no'} | {100 * error:.0f} % | {detected} | "
+                f"{statistics.median(times):.0f} |"
+            )
 
 
 def utterance(text: str, voice: str, condition: str, seed: int) -> np.ndarray:
@@ -90,6 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--voices", default="rms,slt,awb,kal")
     parser.add_argument("--conditions", default="clean,white/20")
+    parser.add_argument("--languages", default="de,it,fr,es")
     args = parser.parse_args()
     voices = args.voices.split(",")
     conditions = args.conditions.split(",")
@@ -129,6 +213,8 @@ def main() -> None:
             close()
     print()
     print(f"voices: {', '.join(voices)}; {len(QUESTIONS)} questions each")
+    if args.languages:
+        asyncio.run(languages(whisper_base(), args.languages.split(",")))
 
 
 if __name__ == "__main__":

