@@ -76,12 +76,16 @@ def from_pcm16(pcm: bytes) -> np.ndarray:
 # ----------------------------------------------------------------------------- speech
 
 
-def flite(text: str, voice: str = "rms", rate: int = RATE) -> np.ndarray:
-    """``flite -voice VOICE`` speech as float samples (PCM16 scale) at ``rate``."""
+def flite(text: str, voice: str = "rms", rate: int = RATE, *, stretch: float = 1.0) -> np.ndarray:
+    """``flite -voice VOICE`` speech as float samples (PCM16 scale) at ``rate``.
+
+    ``stretch`` is flite's ``duration_stretch`` (0.8: spoken 25 % faster).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "speech.wav"
+        stretching = ["--setf", f"duration_stretch={stretch}"] if stretch != 1.0 else []
         subprocess.run(
-            ["flite", "-voice", voice, "-t", text, "-o", str(path)],
+            ["flite", "-voice", voice, *stretching, "-t", text, "-o", str(path)],
             check=True,
             stdout=subprocess.DEVNULL,
         )

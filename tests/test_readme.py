@@ -25,6 +25,9 @@ def test_the_first_lines_are_the_two_commands() -> None:
     assert head[0] == "```sh" and head[3] == "```"
     assert head[1].endswith(".venv/bin/pip install -e . && .venv/bin/openrealtime serve")
     assert head[2].endswith('.venv/bin/pip install -e ".[test]" && .venv/bin/python -m pytest')
+    # CI runs the test command verbatim
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert head[2] in ci.splitlines()
 
 
 def test_the_python_example_prints_the_answer(tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def done_of(events: list[GenerationEvent]) -> GenerationDone:
 
 
 def test_protocol_and_amx_workaround_is_idempotent(model: LlamaCppLanguageModel) -> None:
-    import llama_cpp
+    from openrealtime.backends.llama_library import loaded_llama_cpp as llama_cpp
 
     assert isinstance(model, LanguageModel)
     assert model.name == "llamacpp"

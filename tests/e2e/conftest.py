@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# llama_cpp opens two /dev/null files at import and never closes them; imported for the first
-# time inside a test (by build_engines), they end up finalised at exit under pytest's "error"
-# warning filter ("Exception ignored ... ResourceWarning"). Importing it at collection is quiet.
-import llama_cpp  # noqa: F401
 import pytest
 import pytest_asyncio
 
+# llama_cpp opens two /dev/null files at import and never closes them; imported for the first
+# time inside a test (by build_engines), they end up finalised at exit under pytest's "error"
+# warning filter ("Exception ignored ... ResourceWarning"). Importing it at collection is quiet.
+import openrealtime.backends.llama_library  # noqa: F401  (loads llama_cpp)
 from openrealtime.app import create_app
 from openrealtime.audio.resample import resample
 from openrealtime.backends.base import Engines, TranscriptFinal, TranscriptionRequest

@@ -84,15 +84,12 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jinja2
 import jinja2.sandbox
-import llama_cpp
-import llama_cpp.llama_cpp
 import numpy as np
 import numpy.typing as npt
-from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
 from openrealtime.backends.base import (
     ChatMessage,
@@ -105,6 +102,16 @@ from openrealtime.backends.base import (
     ToolSpec,
 )
 from openrealtime.backends.errors import BackendError, ModelFileError
+from openrealtime.backends.llama_library import LIBRARY, loaded_llama_cpp
+
+if TYPE_CHECKING:
+    import llama_cpp
+    import llama_cpp.llama_cpp
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+else:  # the module as llama_library loaded it, on the library this install has
+    llama_cpp = loaded_llama_cpp
+    LlamaGrammar = llama_cpp.llama_grammar.LlamaGrammar
+    json_schema_to_gbnf = llama_cpp.llama_grammar.json_schema_to_gbnf
 
 _log = logging.getLogger(__name__)
 
@@ -340,6 +347,7 @@ class LlamaCppLanguageModel:
             for slot in slots:
                 slot.llm.close()
             raise ModelFileError(f"cannot load llama.cpp model {path}: {exc}") from exc
+        _log.info("loaded %s on llama.cpp from %s (%d instances)", path.name, LIBRARY, instances)
         self._slots = slots
         self.instances = instances
         """How many generations can run at once (one per loaded instance)."""
