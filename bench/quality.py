@@ -68,6 +68,8 @@ QUESTIONS: dict[str, frozenset[str]] = {
     "Which planet do we live on?": frozenset({"earth"}),
 }
 """Questions and the words a right answer holds."""
+INSTRUCTIONS = "You are a helpful voice assistant. Answer in one short sentence."
+"""What a voice app would set (the default instructions make the small model ramble)."""
 
 
 def utterance(text: str, condition: Condition, seed: int) -> Utterance:
@@ -92,6 +94,7 @@ async def ask(base: str, utt: Utterance) -> Turn:
                     "type": "session.update",
                     "session": {
                         "type": "realtime",
+                        "instructions": INSTRUCTIONS,
                         "audio": {
                             "input": {
                                 "transcription": {"model": "whisper-1"},
