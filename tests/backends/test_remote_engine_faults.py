@@ -344,6 +344,40 @@ async def test_llm_reads_a_whole_json_completion_when_the_server_does_not_stream
     assert text == [TextChunk("Plain text."), GenerationDone("stop", 11, 4)]
 
 
+async def test_a_stream_broken_before_its_first_chunk_is_asked_again_on_a_new_connection() -> None:
+    """llama-cpp-python's server ends a stream it cannot produce with an empty body and closes
+    the connection a moment later; the pool still holds it as reusable meanwhile. The engine
+    asks again without streaming on a connection of its own, so the close cannot hit it."""
+    completion = {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+    }
+
+    async def break_then_answer(path: str, request: bytes, reader: Any, writer: Writer) -> None:
+        if json.loads(request)["stream"]:
+            # keep-alive, no chunk at all; then the connection is closed 0.3 s later without
+            # reading what the client may have sent on it meanwhile
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+            writer.write(b"Content-Length: 0\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            return
+        writer.write(whole(200, "application/json", json.dumps(completion).encode()))
+
+    async with FaultServer(break_then_answer) as server:
+        engine = llm(server.url)
+        events = await collect(engine.generate(HI))
+        await engine.aclose()
+    assert events == [TextChunk("Hi."), GenerationDone("stop", 5, 2)]
+    assert [json.loads(body)["stream"] for _, body in server.requests] == [True, False]
+
+
 @pytest.mark.parametrize("kind", ["llm", "stt"])
 async def test_an_html_page_is_refused_by_llm_and_stt(kind: str) -> None:
     page = b"<!DOCTYPE html><html><title>502 Bad Gateway</title>" + b" " * 100_000 + b"</html>"

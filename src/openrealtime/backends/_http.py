@@ -140,17 +140,17 @@ class OpenAICompatClient:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            headers = {"User-Agent": _USER_AGENT}
-            if self._api_key:
-                headers["Authorization"] = f"Bearer {self._api_key}"
-            limits = httpx.Limits(
-                max_connections=MAX_CONNECTIONS,
-                max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
-            )
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url + "/", headers=headers, timeout=self.timeout, limits=limits
-            )
+            self._client = self._new_client(MAX_KEEPALIVE_CONNECTIONS)
         return self._client
+
+    def _new_client(self, keepalive: int) -> httpx.AsyncClient:
+        headers = {"User-Agent": _USER_AGENT}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=keepalive)
+        return httpx.AsyncClient(
+            base_url=self.base_url + "/", headers=headers, timeout=self.timeout, limits=limits
+        )
 
     async def aclose(self) -> None:
         """Stop the requests still running, then close the pool (reopened if used again)."""
@@ -183,6 +183,7 @@ class OpenAICompatClient:
         json_body: Mapping[str, Any] | None = None,
         data: Mapping[str, str] | None = None,
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        new_connection: bool = False,
     ) -> AsyncIterator[StreamedBody]:
         """POST to ``path`` and yield the streaming answer once its status is 2xx.
 
@@ -190,14 +191,21 @@ class OpenAICompatClient:
         :class:`BackendError`; a 4xx/5xx status raises one with the server's error message.
         However the block ends (done, failed, cancelled, even cancelled again while it
         closes), the response is closed and its connection released.
+
+        ``new_connection``: send it on a connection of its own, closed afterwards, never one
+        from the pool (to ask again after a server broke a stream: the connection it is about
+        to close may still look reusable to the pool).
         """
+        client = self._new_client(0) if new_connection else self._http()
         try:
-            request = self._http().build_request(
+            request = client.build_request(
                 "POST", path.lstrip("/"), json=json_body, data=data, files=files
             )
         except httpx.HTTPError as exc:
+            if new_connection:
+                await client.aclose()
             raise self._transport_error(exc) from None
-        exchange = _Exchange(self._http(), request, self._exchanges)
+        exchange = _Exchange(client, request, self._exchanges)
         try:
             body = StreamedBody(self, exchange)
             await body.start()
@@ -209,6 +217,8 @@ class OpenAICompatClient:
             exchange.stop()
             # Not cancelled by a cancel of this task: it closes on its own even then.
             await asyncio.wait({exchange.task})
+            if new_connection:
+                await asyncio.shield(client.aclose())
 
     def scrub(self, text: str) -> str:
         """Remove the API key from ``text`` (for messages built from server answers)."""

@@ -23,7 +23,6 @@ message becomes the same events, at once). Any other type of body (``text/html``
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
@@ -62,10 +61,6 @@ __all__ = [
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 """The cap for requests that set none (``Config.max_output_tokens``'s default)."""
-
-RETRY_AFTER_S = 0.05
-"""Pause before asking again without streaming: the server's close of the broken connection
-reaches the pool, which then opens a new one instead of reusing it."""
 
 FinishReason = Literal["stop", "length", "tool_calls"]
 _FINISH: dict[str, FinishReason] = {
@@ -163,18 +158,27 @@ class OpenAICompatibleLLM:
             if received[0] or error.code != "engine_stream_incomplete":
                 raise
             whole = {k: v for k, v in body_json.items() if k != "stream_options"}
-            await asyncio.sleep(RETRY_AFTER_S)  # the broken connection is closed, not reused
-            async with aclosing(self._generate(request, {**whole, "stream": False}, [0])) as again:
+            # on a new connection: the broken one may still be in the pool, about to be closed
+            retry = self._generate(request, {**whole, "stream": False}, [0], new_connection=True)
+            async with aclosing(retry) as again:
                 async for event in again:
                     yield event
 
     async def _generate(
-        self, request: GenerationRequest, body_json: dict[str, Any], received: list[int]
+        self,
+        request: GenerationRequest,
+        body_json: dict[str, Any],
+        received: list[int],
+        *,
+        new_connection: bool = False,
     ) -> AsyncGenerator[GenerationEvent, None]:
         """One request; ``received`` counts the stream's chunks as they come."""
         state = _StreamState()
         limit = self.limit(request)
-        async with self.http.stream("chat/completions", json_body=body_json) as body:
+        stream = self.http.stream(
+            "chat/completions", json_body=body_json, new_connection=new_connection
+        )
+        async with stream as body:
             kind = body.content_type
             if kind == "application/json":
                 for event in await self._whole_completion(body, state):
