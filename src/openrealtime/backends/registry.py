@@ -30,7 +30,7 @@ from openrealtime.protocol.session_config import DEFAULT_INSTRUCTIONS
 
 PINNED_WHISPER = ("whisper-tiny-en", "whisper-base")
 """The embedded Whisper models ``--stt-model-path`` can name; the first is the default:
-tiny.en (English, 75 MB) and base (99 languages, 145 MB, about twice the decode time)."""
+tiny.en (English, 75 MB) and base (99 languages, 145 MB, about three times the decode time)."""
 
 
 def _cache(config: Config) -> Path | None:
