@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +51,8 @@ class Question:
 
 QUESTIONS = (
     Question("de", "Was ist die Hauptstadt von Deutschland?", frozenset({"hauptstadt"}), True),
-    Question("it", "Ciao come stai oggi?", frozenset({"ciao", "come", "stai"}), True),
-    Question("fr", "Quelle est la capitale de la France ?", frozenset({"capitale"}), True),
+    Question("it", "Ciao come stai oggi?", frozenset({"ciao", "come stai"}), True),
+    Question("fr", "Quelle est la capitale de la France ?", frozenset({"capital"}), True),
     Question("es", "¿De qué color es el cielo?", frozenset({"color", "cielo"}), False),
 )
 
@@ -92,10 +91,6 @@ def text_language(text: str) -> str:
     langid.set_languages(["en", *(q.language for q in QUESTIONS)])
     language, _score = langid.classify(text)
     return str(language)
-
-
-def words(text: str) -> set[str]:
-    return set(re.findall(r"\w+", text.lower()))
 
 
 @functools.cache
@@ -162,7 +157,10 @@ async def test_the_question_is_transcribed_in_its_language(
 ) -> None:
     events = turns[question.language]
     (completed,) = of_type(events, "conversation.item.input_audio_transcription.completed")
-    assert question.keys & words(completed["transcript"]), completed["transcript"]
+    # espeak-ng's speech varies a little from call to call, and the transcript with it
+    # ("la capitale" / "lacapital"): a key piece of the question, not the whole sentence
+    heard = completed["transcript"].lower()
+    assert any(key in heard for key in question.keys), completed["transcript"]
 
 
 @pytest.mark.parametrize("question", QUESTIONS, ids=[q.language for q in QUESTIONS])
