@@ -8,6 +8,8 @@ compiled install on its own build. These tests check the choice and the guards a
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,29 @@ def test_avx2_is_read_from_cpuinfo() -> None:
     assert not llama_library.cpu_has_avx2("model name\t: avx2 in a name only\n")
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         assert llama_library.cpu_has_avx2(f.read())  # this machine runs the prebuilt one
+
+
+WHISPER_AFTER_LLAMA = """
+import numpy as np
+import openrealtime.backends.llama_library as llama
+from faster_whisper import WhisperModel
+from openrealtime.models import resolve_model
+
+model = WhisperModel(str(resolve_model("whisper-tiny-en").parent), compute_type="int8")
+tone = (0.1 * np.sin(np.arange(16000) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+segments, _ = model.transcribe(tone, beam_size=1)
+list(segments)
+print("whisper ran beside llama.cpp from", llama.LIBRARY)
+"""
+
+
+def test_whisper_runs_in_the_same_process_as_llama_cpp() -> None:
+    """Both bring an OpenMP runtime; the prebuilt one loaded globally crashed CTranslate2's
+    encoder (a segfault in the middle of the test run). In a child process, so a crash fails
+    this test instead of ending the run."""
+    pytest.importorskip("faster_whisper", reason="the optional 'whisper' extra is not installed")
+    done = subprocess.run(
+        [sys.executable, "-c", WHISPER_AFTER_LLAMA], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "whisper ran beside llama.cpp" in done.stdout

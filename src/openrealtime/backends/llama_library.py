@@ -103,8 +103,10 @@ def _load_prebuilt() -> Any:
     lib = root / "lib"
     # Loaded by absolute path, in dependency order, so the sonames resolve whatever the
     # bindings' loader looks for; the bindings then find libllama.so in a directory of ours.
+    # RTLD_LOCAL, not GLOBAL: libggml-base brings its own libgomp, and in the global scope its
+    # OpenMP symbols took over CTranslate2's (Whisper), which then crashed in its encoder.
     for name in ("libggml-base.so.0", "libggml.so.0", "libllama.so.0"):
-        ctypes.CDLL(str(lib / name), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(lib / name), mode=ctypes.RTLD_LOCAL)
     ggml = ctypes.CDLL(str(lib / "libggml.so.0"))
     ggml.ggml_backend_load.restype = ctypes.c_void_p
     ggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
