@@ -1,17 +1,19 @@
 """The language an answer is given in (core/languages.py, issue 11 item 4).
 
 Configured ``audio.input.transcription.language`` first, else the language the STT engine heard
-in the latest spoken item; English changes nothing. The model is told the language in one
-system message after the instructions, and the speech engine gets it on ``Generate``.
+in the latest spoken item; English changes nothing. ``Generate.language`` carries it; the model
+is told it (``with_language``: after the instructions and again last) and the speech engine
+speaks it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from openrealtime.chat import ChatMessage
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import Generate, Transcribe
-from openrealtime.core.languages import language_instruction, reply_language
+from openrealtime.core.languages import language_instruction, reply_language, with_language
 from tests.core.sim import Sim, speak
 
 
@@ -50,11 +52,18 @@ def test_the_heard_language_is_the_answers() -> None:
     generate = answered(sim, "Was ist die Hauptstadt von Deutschland?", "de")
     assert generate.language == "de"
     roles = [(m.role, m.content) for m in generate.messages]
-    assert roles == [
-        ("system", "Be brief."),
-        ("system", language_instruction("de").content),
-        ("user", "Was ist die Hauptstadt von Deutschland?"),
-    ]
+    assert roles == [("system", "Be brief."), ("user", "Was ist die Hauptstadt von Deutschland?")]
+
+
+def test_the_model_is_told_after_the_instructions_and_last() -> None:
+    told = language_instruction("it")
+    messages = (ChatMessage("system", "Be brief."), ChatMessage("user", "Ciao"))
+    assert with_language(messages, "it") == (messages[0], told, messages[1], told)
+    assert with_language((ChatMessage("user", "Ciao"),), "it") == (
+        told,
+        ChatMessage("user", "Ciao"),
+        told,
+    )
 
 
 def test_english_or_no_language_changes_nothing() -> None:
@@ -62,24 +71,18 @@ def test_english_or_no_language_changes_nothing() -> None:
         sim = session()
         generate = answered(sim, "What is the capital of France?", language)
         assert generate.language is None
-        assert [m.role for m in generate.messages] == ["system", "user"]
+        assert [m.role for m in generate.messages] == ["system", "user"]  # nothing added
 
 
 def test_the_latest_spoken_language_wins() -> None:
     sim = session()
     assert answered(sim, "Bonjour", "fr").language == "fr"
-    second = answered(sim, "Guten Tag", "de")
-    assert second.language == "de"
-    assert [m.content for m in second.messages if m.role == "system"][1].startswith(
-        "The user speaks German."
-    )
+    assert answered(sim, "Guten Tag", "de").language == "de"
 
 
 def test_the_configured_language_wins_over_what_is_heard() -> None:
     sim = session({"model": "whisper-1", "language": "it"})
-    generate = answered(sim, "Ciao come stai", "es")
-    assert generate.language == "it"
-    assert generate.messages[1].content.startswith("The user speaks Italian.")
+    assert answered(sim, "Ciao come stai", "es").language == "it"
 
 
 def test_the_paused_turns_template_carries_the_last_language() -> None:
@@ -90,4 +93,3 @@ def test_the_paused_turns_template_carries_the_last_language() -> None:
     template = sim.session._responses.speculation()
     assert template is not None
     assert template.language == "fr"
-    assert template.messages[1].content.startswith("The user speaks French.")

@@ -19,6 +19,7 @@ from openrealtime.backends.fake import (
 )
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import Generate, Speculate
+from openrealtime.core.languages import language_instruction
 from openrealtime.runtime.pipeline import Heard
 from openrealtime.runtime.speculation import Speculation
 
@@ -135,8 +136,18 @@ async def test_speech_in_another_language_than_the_template_prepares_nothing() -
 
 async def test_speech_in_the_templates_language_is_prepared() -> None:
     french = replace(TEMPLATE, language="fr")
-    spec = await prepared("quelle heure est-il", language="fr", template=french)
+    llm = FakeLanguageModel()
+    spec = await prepared("quelle heure est-il", llm, language="fr", template=french)
     assert spec.matches(the_turn("quelle heure est-il", language="fr"))
+    # the model was told the language after the instructions and again last
+    told = language_instruction("fr")
+    (asked,) = llm.requests
+    assert asked.messages == (
+        TEMPLATE.messages[0],
+        told,
+        ChatMessage("user", "quelle heure est-il"),
+        told,
+    )
     assert not spec.matches(the_turn("quelle heure est-il"))
     spec.cancel()
     # English counts as no language: an English turn after an English one is prepared.

@@ -22,7 +22,7 @@ from openrealtime.core.conversation import Conversation, Entry, entry_message
 from openrealtime.core.ids import IdFactory
 from openrealtime.core.input_buffer import BYTES_PER_MS
 from openrealtime.core.input_processing import InputProcessor
-from openrealtime.core.languages import language_instruction, reply_language
+from openrealtime.core.languages import reply_language
 from openrealtime.core.latency import TurnLatency
 from openrealtime.core.output import ResponseWriter
 from openrealtime.core.playback import OutputAudioBuffer
@@ -283,15 +283,13 @@ class Responses:
     def _in_context(
         self, command: Generate, head: list[ChatMessage], entries: list[Entry]
     ) -> Generate:
-        """``command`` with its context rendered as chat messages.
+        """``command`` with its context and the language to answer in (``core.languages``).
 
-        The instructions, the language to answer in (``core.languages``), then the entries.
+        The context: the instructions, then the entries as chat messages.
         """
-        language = self._reply_language(entries)
-        if language is not None:
-            head = [*head, language_instruction(language)]
         body = [m for e in entries if (m := entry_message(e)) is not None]
-        return replace(command.with_messages(tuple(head + body)), language=language)
+        command = command.with_messages(tuple(head + body))
+        return replace(command, language=self._reply_language(entries))
 
     def _reply_language(self, entries: list[Entry]) -> str | None:
         """The session's transcription language if set, else the one last heard in ``entries``."""

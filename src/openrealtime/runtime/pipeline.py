@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from openrealtime import metrics
@@ -31,6 +31,7 @@ from openrealtime.backends.base import (
 from openrealtime.backends.errors import BackendError
 from openrealtime.core import backend_events as be
 from openrealtime.core.commands import EvaluateTurn, Generate, Transcribe
+from openrealtime.core.languages import with_language
 from openrealtime.metrics import elapsed_since
 from openrealtime.protocol.codec import valid_text
 
@@ -264,6 +265,8 @@ async def run_response(command: Generate, engines: Engines, emit: Emit) -> None:
     """
     rid = command.response_id
     request = command.request
+    if command.language is not None:  # the model is told the language (core.languages)
+        request = replace(request, messages=with_language(request.messages, command.language))
     chunker = ClauseChunker()
     speak = command.modality == "audio"
     engine = "llm"  # the engine at work if a failure comes (for the failure metric)
