@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,16 +54,22 @@ class EmbeddedServer:
     engines: Engines
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def embedded() -> AsyncIterator[EmbeddedServer]:
-    """One real server on the embedded default engines, for every e2e test."""
-    config = Config(api_keys=(API_KEY,))
+@asynccontextmanager
+async def serving(config: Config) -> AsyncIterator[EmbeddedServer]:
+    """A real server on the engines ``config`` names, closed with them on exit."""
     engines = await asyncio.to_thread(build_engines, config)
     try:
         async with running_server(create_app(config, engines)) as base:
             yield EmbeddedServer(base, engines)
     finally:
         await close_engines(engines)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def embedded() -> AsyncIterator[EmbeddedServer]:
+    """One real server on the embedded default engines, for every e2e test."""
+    async with serving(Config(api_keys=(API_KEY,))) as server:
+        yield server
 
 
 def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -26,16 +26,14 @@ import py3langid as langid  # type: ignore[import-untyped]
 import pytest
 import pytest_asyncio
 
-from openrealtime.app import create_app
 from openrealtime.audio.resample import resample
 from openrealtime.backends.base import Engines, SynthesisRequest
-from openrealtime.backends.registry import build_engines, close_engines
 from openrealtime.backends.tts_espeak import SAMPLE_RATE, EspeakVoice, _Espeak
 from openrealtime.config import Config
 from openrealtime.models import resolve_model
 from tests.conformance.conftest import API_KEY, RATE, sdk_client, silence, stream_audio
-from tests.e2e.conftest import audio_of, of_type
-from tests.helpers.server import running_server
+from tests.e2e.conftest import EmbeddedServer as Server
+from tests.e2e.conftest import audio_of, of_type, serving
 
 pytest.importorskip("faster_whisper", reason="the optional 'whisper' extra is not installed")
 
@@ -69,21 +67,11 @@ def espeak_pcm(language: str, text: str) -> bytes:
     return resample(bytes(out), SAMPLE_RATE, RATE)
 
 
-@dataclass(frozen=True)
-class Server:
-    base: str
-    engines: Engines
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def multilingual() -> AsyncIterator[Server]:
     config = Config(api_keys=(API_KEY,), stt="faster-whisper", stt_model_path="whisper-base")
-    engines = await asyncio.to_thread(build_engines, config)
-    try:
-        async with running_server(create_app(config, engines)) as base:
-            yield Server(base, engines)
-    finally:
-        await close_engines(engines)
+    async with serving(config) as server:
+        yield server
 
 
 def text_language(text: str) -> str:

@@ -8,31 +8,22 @@ hum at 10 dB SNR (the clips of ``test_noise.py``), appended and committed by han
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import pytest_asyncio
 
-from openrealtime.app import create_app
-from openrealtime.backends.registry import build_engines, close_engines
 from openrealtime.config import Config
 from tests.conformance.conftest import API_KEY, Speech
-from tests.e2e.conftest import EmbeddedServer
+from tests.e2e.conftest import EmbeddedServer, serving
 from tests.e2e.test_noise import SENTENCES, noisy, word_error_rate
-from tests.helpers.server import running_server
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def whisper() -> AsyncIterator[str]:
-    config = Config(api_keys=(API_KEY,), stt="faster-whisper")
-    engines = await asyncio.to_thread(build_engines, config)
-    assert engines.stt.name == "faster-whisper"
-    try:
-        async with running_server(create_app(config, engines)) as base:
-            yield base
-    finally:
-        await close_engines(engines)
+    async with serving(Config(api_keys=(API_KEY,), stt="faster-whisper")) as server:
+        assert server.engines.stt.name == "faster-whisper"
+        yield server.base
 
 
 def clean(speech: Speech) -> bytes:
