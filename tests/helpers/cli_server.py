@@ -76,6 +76,27 @@ class CliServer:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
+def wait_until_up(
+    process: subprocess.Popen[bytes], url: str, name: str, log: Path, startup_s: float
+) -> None:
+    """Poll ``url`` until it answers 200; raise with the log's tail if ``process`` exits first
+    or ``startup_s`` runs out."""
+    deadline = time.monotonic() + startup_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited: {_tail(log)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start: {_tail(log)}")
+        time.sleep(0.1)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(encoding="utf-8", errors="replace")[-2000:]
+
+
 @contextlib.contextmanager
 def cli_server(
     *args: str,
@@ -105,16 +126,7 @@ def cli_server(
         )
     server = CliServer(process, f"http://127.0.0.1:{port}", port, log)
     try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"openrealtime serve exited: {server.log_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.base}/healthz", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"openrealtime serve did not start: {server.log_text()[-2000:]}")
-            time.sleep(0.1)
+        wait_until_up(process, f"{server.base}/healthz", "openrealtime serve", log, startup_s)
         yield server
     finally:
         if process.poll() is None:

@@ -23,14 +23,11 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import httpx
-
 from openrealtime.models import resolve_model
-from tests.helpers.cli_server import free_port
+from tests.helpers.cli_server import free_port, wait_until_up
 
 __all__ = ["LAUNCHER", "llama_cpp_server", "whisper_server"]
 
@@ -52,18 +49,7 @@ def _serving(
     with log.open("wb") as out:
         process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"{name} exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(ready_url, timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} not up: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+        wait_until_up(process, ready_url, name, log, startup_s)
         yield
     finally:
         process.terminate()
