@@ -26,10 +26,16 @@ import statistics
 import sys
 from dataclasses import dataclass
 
-import openai
 from _common import fmt, percentile, print_machine, serve, tree_cpu_seconds, tree_memory
 from _echo_audio import RATE, at_level, flite, make_noise, scaled, to_pcm16, trim, wer
-from voice_latency import Turn, Utterance, energy_bounds, parse_latency_lines, run_turn
+from voice_latency import (
+    Turn,
+    Utterance,
+    energy_bounds,
+    parse_latency_lines,
+    run_turn,
+    voice_session,
+)
 
 COMBOS: dict[str, list[str]] = {
     "defaults": [],
@@ -85,28 +91,8 @@ def utterance(text: str, condition: Condition, seed: int) -> Utterance:
 
 async def ask(base: str, utt: Utterance) -> Turn:
     """One question in a session of its own (the model's answer depends on nothing else)."""
-    api = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-bench")
-    try:
-        async with api.realtime.connect(model="gpt-realtime") as conn:
-            await conn.recv_bytes()  # session.created
-            await conn.send(
-                {
-                    "type": "session.update",
-                    "session": {
-                        "type": "realtime",
-                        "instructions": INSTRUCTIONS,
-                        "audio": {
-                            "input": {
-                                "transcription": {"model": "whisper-1"},
-                                "turn_detection": {"type": "server_vad"},
-                            }
-                        },
-                    },
-                }
-            )
-            return await run_turn(conn, utt)
-    finally:
-        await api.close()
+    async with voice_session(base, INSTRUCTIONS) as conn:
+        return await run_turn(conn, utt)
 
 
 def right(answer: str, keys: frozenset[str]) -> bool:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import shlex
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 import wave
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,39 +235,44 @@ async def run_sessions(
     return turns
 
 
+@contextlib.asynccontextmanager
+async def voice_session(base: str, instructions: str | None = None) -> AsyncIterator[Any]:
+    """An SDK connection with input transcription and ``server_vad`` at its defaults."""
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "audio": {
+            "input": {
+                "transcription": {"model": "whisper-1"},
+                "turn_detection": {"type": "server_vad"},  # the defaults
+            }
+        },
+    }
+    if instructions is not None:
+        session["instructions"] = instructions
+    api = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-bench")
+    try:
+        async with api.realtime.connect(model="gpt-realtime") as conn:
+            await conn.recv_bytes()  # session.created
+            await conn.send({"type": "session.update", "session": session})
+            yield conn
+    finally:
+        await api.close()
+
+
 async def run_session(
     base: str, utterances: list[Utterance], warmup: Utterance, first_index: int
 ) -> list[Turn]:
     """One session: a warm-up turn (not counted), then the utterances."""
-    api = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-bench")
     turns: list[Turn] = []
-    try:
-        async with api.realtime.connect(model="gpt-realtime") as conn:
-            await conn.recv_bytes()  # session.created
-            await conn.send(
-                {
-                    "type": "session.update",
-                    "session": {
-                        "type": "realtime",
-                        "audio": {
-                            "input": {
-                                "transcription": {"model": "whisper-1"},
-                                "turn_detection": {"type": "server_vad"},  # the defaults
-                            }
-                        },
-                    },
-                }
-            )
-            for i, utt in enumerate([warmup, *utterances]):
-                turn = await run_turn(conn, utt)
-                lat = fmt(turn.latency_ms or float("nan"), 0)
-                label = "warm-up" if i == 0 else f"turn {first_index + i}"
-                print(f"  {label}: {lat} ms", file=sys.stderr)
-                if i:
-                    turns.append(turn)
-                await asyncio.sleep(0.3)
-    finally:
-        await api.close()
+    async with voice_session(base) as conn:
+        for i, utt in enumerate([warmup, *utterances]):
+            turn = await run_turn(conn, utt)
+            lat = fmt(turn.latency_ms or float("nan"), 0)
+            label = "warm-up" if i == 0 else f"turn {first_index + i}"
+            print(f"  {label}: {lat} ms", file=sys.stderr)
+            if i:
+                turns.append(turn)
+            await asyncio.sleep(0.3)
     return turns
 
 
