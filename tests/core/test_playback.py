@@ -355,3 +355,21 @@ def test_idle_timeout_counts_from_the_end_of_playback() -> None:
     assert sim.events() == []
     sim.time(8500 + 5000)
     assert sim.types()[0] == "input_audio_buffer.timeout_triggered"
+
+
+def test_each_dtmf_digit_is_one_event_without_an_event_id() -> None:
+    """Spec §1.5: a SIP caller's keypad digits, in order, shaped as the SDK's model."""
+    from openai.types.realtime import RealtimeServerEvent
+    from pydantic import TypeAdapter
+
+    sim = rtc_sim(NO_VAD)
+    for digit in "1#9":
+        sim.backend(be.DtmfReceived(digit, 1_765_000_000))
+    events = sim.events()
+    assert events == [
+        {"type": "input_audio_buffer.dtmf_event_received", "event": d, "received_at": 1_765_000_000}
+        for d in "1#9"
+    ]
+    parsed = TypeAdapter(RealtimeServerEvent).validate_python(events[0])
+    assert type(parsed).__name__ == "InputAudioBufferDtmfEventReceivedEvent"
+    assert sim.commands() == []

@@ -144,6 +144,15 @@ class PlaybackCleared:
     """``(item_id, played_bytes)`` pairs."""
 
 
+@dataclass(frozen=True)
+class DtmfReceived:
+    """A keypad digit the caller pressed (RFC 4733 ``telephone-event`` over SIP, spec §1.5)."""
+
+    digit: str
+    received_at_s: int
+    """Unix seconds when the digit ended."""
+
+
 BackendEvent = (
     SpeechProbabilities
     | TurnEvaluated
@@ -160,4 +169,5 @@ BackendEvent = (
     | PlaybackStarted
     | PlaybackDrained
     | PlaybackCleared
+    | DtmfReceived
 )

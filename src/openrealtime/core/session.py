@@ -287,6 +287,12 @@ class RealtimeSession:
                 self._playback.on_cleared(event)
             case be.PlaybackStarted() | be.PlaybackDrained() | be.PlaybackCleared():
                 pass  # no output audio buffer in this session
+            case be.DtmfReceived():
+                self._out.events.append(
+                    se.InputAudioBufferDtmfEventReceived(
+                        event=event.digit, received_at=event.received_at_s
+                    )
+                )
             case _:
                 assert_never(event)
 

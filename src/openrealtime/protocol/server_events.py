@@ -6,7 +6,7 @@ conformance tests validate every emitted event with the official ``openai`` mode
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from openrealtime.protocol.base import WireModel
 
@@ -170,6 +170,25 @@ class OutputAudioBufferCleared(ServerEvent):
 
     type: Literal["output_audio_buffer.cleared"] = "output_audio_buffer.cleared"
     response_id: str
+
+
+class InputAudioBufferDtmfEventReceived(ServerEvent):
+    """``input_audio_buffer.dtmf_event_received`` (SIP calls, spec §1.5): one keypad digit.
+
+    The only server event without an ``event_id`` (the SDK's model and the documented example
+    have none); ``event_id`` stays ``None`` and is left out of the JSON.
+    """
+
+    _omit_if_none: ClassVar[frozenset[str]] = frozenset({"event_id"})
+
+    type: Literal["input_audio_buffer.dtmf_event_received"] = (
+        "input_audio_buffer.dtmf_event_received"
+    )
+    event_id: str | None = None  # type: ignore[assignment]  # the one event without an id
+    event: str
+    """The digit: ``0``-``9``, ``*``, ``#``, ``A``-``D``."""
+    received_at: int
+    """When the digit ended, unix seconds."""
 
 
 class ResponseCreated(ServerEvent):
@@ -345,6 +364,7 @@ AnyServerEvent = (
     | OutputAudioBufferStarted
     | OutputAudioBufferStopped
     | OutputAudioBufferCleared
+    | InputAudioBufferDtmfEventReceived
     | ResponseCreated
     | ResponseDone
     | ResponseOutputItemAdded

@@ -227,7 +227,7 @@ class SessionDriver:
         writer = asyncio.create_task(self._write())
         if self._lifecycle is not None:
             self._lifecycle.add(self)
-        transport_label = "websocket" if self._media is None else "webrtc"
+        transport_label = "websocket" if self._media is None else self._media.kind
         metrics.SESSIONS_TOTAL.labels(transport_label).inc()
         metrics.SESSIONS_OPEN.labels(transport_label).inc()
         try:
@@ -293,6 +293,10 @@ class SessionDriver:
                 self._lifecycle.discard(self)
             metrics.SESSIONS_OPEN.labels(transport_label).dec()
             self.log.info("session ended")
+
+    def dtmf(self, digit: str) -> None:
+        """The caller pressed a keypad digit (a SIP call): the session reports it (spec §1.5)."""
+        self._inbox.put_nowait(be.DtmfReceived(digit, int(time.time())))
 
     def shut_down(self, message: str) -> None:
         """End the session now (server shutdown): responses done, an error, close 1001."""

@@ -183,7 +183,10 @@ class PlaybackBuffer:
 
 
 class MediaPort(Protocol):
-    """Audio that travels outside events (WebRTC, spec §1.3): what the driver needs of it."""
+    """Audio that travels outside events (WebRTC, SIP): what the driver needs of it."""
+
+    kind: str
+    """The transport, for metrics: ``webrtc`` or ``sip``."""
 
     @property
     def playback(self) -> PlaybackBuffer:

@@ -132,6 +132,8 @@ class CallMedia:
     then, and after :meth:`end`, :meth:`receive_audio` has nothing to give.
     """
 
+    kind = "webrtc"
+
     def __init__(self) -> None:
         self._playback = PlaybackBuffer()
         self.track = PlaybackTrack(self._playback)
