@@ -31,6 +31,7 @@ from openrealtime.protocol.errors import ProtocolError
 from openrealtime.runtime.lifecycle import Lifecycle, watch_engines
 from openrealtime.runtime.memory import tune_allocator
 from openrealtime.services import Services
+from openrealtime.transports.call_control import register_call_control_routes
 from openrealtime.transports.openai_http import register_openai_http_routes
 from openrealtime.transports.origins import OriginGuard, OriginPolicy
 from openrealtime.transports.rest import http_auth_error, http_credential, openai_error
@@ -40,6 +41,7 @@ from openrealtime.web import register_playground_routes
 
 if TYPE_CHECKING:
     from openrealtime.transports.call_directory import RedisCallDirectory
+    from openrealtime.transports.sip.endpoint import SipEndpoint
 
 __all__ = ["Services", "create_app", "create_app_from_env"]
 
@@ -75,6 +77,21 @@ async def _start_engines(
         name="engine-watch",
     )
     return engines, watch
+
+
+async def _start_sip(app: FastAPI, config: Config) -> SipEndpoint:
+    """Listen for phone calls (``--sip-port``, docs/sip.md); ``app.state.sip`` while it runs."""
+    from openrealtime.transports.sip.endpoint import SipEndpoint
+
+    endpoint = SipEndpoint(
+        config,
+        call_registry(app),
+        app.state.services,
+        getattr(app.state, "call_directory", None),
+    )
+    await endpoint.start()
+    app.state.sip = endpoint
+    return endpoint
 
 
 async def _start_call_directory(
@@ -183,6 +200,7 @@ def create_app(
         else:
             loaded, watch = await _start_engines(config, lifecycle)
         app.state.services = Services(config=config, engines=loaded, lifecycle=lifecycle)
+        sip = await _start_sip(app, config) if config.sip_port else None
         lag = asyncio.create_task(metrics.monitor_loop_lag(), name="loop-lag")
         metrics.forget_dead_workers()
         # What start-up allocated (modules, models, engines) lives as long as the process: out
@@ -206,7 +224,10 @@ def create_app(
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
-            await call_registry(app).close_all()  # WebRTC calls are not HTTP connections
+            if sip is not None:
+                await sip.stop()  # ringing calls are declined; live ones end just below
+            await call_registry(app).close_all()  # calls are not HTTP connections
+            app.state.sip = None
             if directory is not None:
                 await directory.close()
                 app.state.call_directory = None
@@ -225,6 +246,8 @@ def create_app(
         config.llm_api_key,
         config.tts_api_key,
         config.ice_credential,
+        config.sip_password,
+        config.webhook_secret,
     )
     app = FastAPI(
         title="openrealtime",
@@ -300,6 +323,7 @@ def create_app(
 
     register_websocket_routes(app)
     register_webrtc_routes(app)
+    register_call_control_routes(app)
     register_openai_http_routes(app)
     register_playground_routes(app)  # the browser playground at /
     return app

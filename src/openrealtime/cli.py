@@ -377,6 +377,7 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         f"stored in Redis with each call (env {_env('advertise_host')}; default the "
         "--internal-host; required when that is 0.0.0.0 or ::)",
     )
+    _add_sip_arguments(p)
     p.add_argument(
         "--echo-cancellation",
         choices=("on", "off"),
@@ -455,6 +456,72 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_sip_arguments(p: argparse.ArgumentParser) -> None:
+    """Phone calls (docs/sip.md)."""
+    d = Config()
+    p.add_argument(
+        "--sip-port",
+        type=int,
+        metavar="PORT",
+        help="take phone calls over SIP on this port, UDP and TCP (TLS on PORT+1 with "
+        f"--ssl-certfile); needs --webhook-url and --webhook-secret (env {_env('sip_port')}; "
+        "default none)",
+    )
+    p.add_argument(
+        "--sip-host",
+        metavar="HOST",
+        help=f"interface SIP and RTP listen on (env {_env('sip_host')}; default --host)",
+    )
+    p.add_argument(
+        "--sip-advertise",
+        metavar="ADDRESS",
+        help="address callers reach SIP and RTP at, put in Contact and SDP, when it is not "
+        f"--sip-host (a 0.0.0.0 bind, a NAT) (env {_env('sip_advertise')})",
+    )
+    p.add_argument(
+        "--sip-rtp-ports",
+        metavar="LOW-HIGH",
+        help=f"UDP ports for the calls' audio (env {_env('sip_rtp_ports')}; "
+        f"default {d.sip_rtp_ports})",
+    )
+    p.add_argument(
+        "--sip-ring-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds a call waits for accept before it is rejected 480 "
+        f"(env {_env('sip_ring_timeout')}; default {d.sip_ring_timeout:g})",
+    )
+    p.add_argument(
+        "--sip-allow",
+        action="append",
+        metavar="NETWORK",
+        help="take SIP only from this address or network (203.0.113.0/24); repeat for several "
+        f"(env {_env('sip_allow')}, comma-separated; default anyone)",
+    )
+    p.add_argument(
+        "--sip-username",
+        metavar="NAME",
+        help=f"callers must authenticate (digest) as NAME (env {_env('sip_username')})",
+    )
+    p.add_argument(
+        "--sip-password",
+        metavar="SECRET",
+        help=f"digest password; prefer the env {_env('sip_password')} (flags show in ps)",
+    )
+    p.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="where each incoming call is announced (realtime.call.incoming) "
+        f"(env {_env('webhook_url')})",
+    )
+    p.add_argument(
+        "--webhook-secret",
+        metavar="SECRET",
+        help="Standard Webhooks signing secret (whsec_...); prefer the env "
+        f"{_env('webhook_secret')} (flags show in ps)",
+    )
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = Config.from_env(
@@ -498,6 +565,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             internal_host=args.internal_host,
             internal_port=args.internal_port,
             advertise_host=args.advertise_host,
+            sip_port=args.sip_port,
+            sip_host=args.sip_host,
+            sip_advertise=args.sip_advertise,
+            sip_rtp_ports=args.sip_rtp_ports,
+            sip_ring_timeout=args.sip_ring_timeout,
+            sip_allow=args.sip_allow,
+            sip_username=args.sip_username,
+            sip_password=args.sip_password,
+            webhook_url=args.webhook_url,
+            webhook_secret=args.webhook_secret,
             max_conversation_text_bytes=args.max_conversation_text_bytes,
             max_conversation_audio_seconds=args.max_conversation_audio_seconds,
             **{

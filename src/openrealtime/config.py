@@ -7,8 +7,11 @@ name upper-cased with the ``OPENREALTIME_`` prefix (``api_keys`` -> ``OPENREALTI
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hmac
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -304,6 +307,38 @@ class Config:
     (stored in Redis with each call); ``internal_host`` when unset. Required when
     ``internal_host`` is a wildcard (``0.0.0.0``, ``::``)."""
 
+    sip_port: int = 0
+    """SIP port for phone calls (UDP and TCP; TLS on the next port when ``ssl_certfile`` is
+    set), 0 for none (docs/sip.md). Needs ``webhook_url`` and ``webhook_secret``."""
+
+    sip_host: str | None = None
+    """Interface SIP and RTP listen on; ``host`` when unset."""
+
+    sip_advertise: str | None = None
+    """The address callers reach SIP and RTP at (Contact, SDP), when it is not ``sip_host``
+    (a wildcard bind, a NAT)."""
+
+    sip_rtp_ports: str = "40000-40999"
+    """UDP ports for the calls' RTP (and RTCP, the next odd port): ``LOW-HIGH``."""
+
+    sip_ring_timeout: float = 30.0
+    """Seconds a call waits for ``accept`` before it is rejected ``480``."""
+
+    sip_allow: tuple[str, ...] = ()
+    """Networks (``10.0.0.0/8``, ``203.0.113.7``) SIP is taken from; empty: anyone."""
+
+    sip_username: str | None = None
+    """Digest user a caller must authenticate as (``sip_password`` too); none: no digest."""
+
+    sip_password: str | None = None
+    """Digest password for ``sip_username`` (never logged)."""
+
+    webhook_url: str | None = None
+    """Where ``realtime.call.incoming`` events are POSTed (spec §1.5)."""
+
+    webhook_secret: str | None = None
+    """Standard Webhooks signing secret (``whsec_`` and base64, as OpenAI's; never logged)."""
+
     models: tuple[str, ...] = DEFAULT_MODELS
     """Model names ``/v1/models`` lists. Env: comma-separated ``OPENREALTIME_MODELS``."""
 
@@ -382,6 +417,54 @@ class Config:
                 raise ValueError(f"{engine} openai-compatible needs {engine}_base_url")
         if self.llm == "openai-compatible" and not self.llm_model:
             raise ValueError("llm openai-compatible needs llm_model (the server's model name)")
+        self._check_sip()
+
+    @property
+    def sip_rtp_range(self) -> tuple[int, int]:
+        """``sip_rtp_ports`` as ``(low, high)``."""
+        low, _, high = self.sip_rtp_ports.partition("-")
+        return int(low), int(high)
+
+    def _check_sip(self) -> None:
+        if not 0 <= self.sip_port <= 65534:
+            raise ValueError(f"sip_port must be in 0..65534; got {self.sip_port}")
+        try:
+            low, high = self.sip_rtp_range
+        except ValueError:
+            raise ValueError(
+                f"sip_rtp_ports must be LOW-HIGH (40000-40999); got {self.sip_rtp_ports!r}"
+            ) from None
+        if not 1024 <= low < high <= 65535:
+            raise ValueError(f"sip_rtp_ports must be within 1024-65535; got {self.sip_rtp_ports}")
+        for network in self.sip_allow:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"sip_allow: {network!r} is not an address or network") from None
+        if (self.sip_username is None) != (self.sip_password is None):
+            raise ValueError("sip_username and sip_password must be given together")
+        if self.sip_ring_timeout <= 0:
+            raise ValueError("sip_ring_timeout must be positive")
+        if not self.sip_port:
+            return
+        if not self.webhook_url or not self.webhook_secret:
+            raise ValueError(
+                "sip_port needs webhook_url and webhook_secret: every call is announced to "
+                "the application, which accepts or rejects it (no call is taken otherwise)"
+            )
+        if not self.webhook_url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook_url must be an http(s) URL; got {self.webhook_url!r}")
+        if self.webhook_secret.startswith("whsec_"):
+            try:
+                base64.b64decode(self.webhook_secret[6:], validate=True)
+            except binascii.Error:
+                raise ValueError("webhook_secret: the part after 'whsec_' is not base64") from None
+        if self.worker_count > 1:
+            raise ValueError(
+                "sip_port needs --workers 1: SIP and its RTP are served by one process (run a "
+                "separate instance for phone calls; with --redis-url the other instances reach "
+                "its calls)"
+            )
 
     @property
     def worker_count(self) -> int:

@@ -29,9 +29,7 @@ from __future__ import annotations
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
-import httpx
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
@@ -59,7 +57,6 @@ from openrealtime.protocol.session_config import merge_update
 from openrealtime.runtime.lifecycle import SHUTDOWN_MESSAGE
 from openrealtime.transports.base import SessionRequest
 from openrealtime.transports.call_directory import (
-    FORWARDED_HEADER,
     CallDirectory,
     DirectoryUnavailable,
     call_directory,
@@ -82,11 +79,18 @@ if TYPE_CHECKING:
 __all__ = [
     "CALLS_PATH",
     "CONNECT_TIMEOUT_S",
+    "DIRECTORY_DOWN",
     "EVENTS_CHANNEL",
     "Call",
     "CallRegistry",
+    "CallRequestError",
     "CallTransport",
+    "authenticate_call",
+    "call_error",
     "call_registry",
+    "call_session_defaults",
+    "cors_headers",
+    "preflight",
     "register_webrtc_routes",
     "serve_sideband",
 ]
@@ -102,11 +106,7 @@ CONNECT_TIMEOUT_S = 30.0
 MAX_OFFER_BYTES = 256 * 1024
 """Largest request body accepted (an offer is a few KiB; a session config a few more)."""
 
-FORWARD_TIMEOUT_S = 10.0
-"""Most seconds a hangup relayed to the call's owner may take (the owner waits up to 5 s for
-the call to be cleaned up)."""
-
-_DIRECTORY_DOWN = "The call directory (Redis) did not answer; try again."
+DIRECTORY_DOWN = "The call directory (Redis) did not answer; try again."
 
 _ALLOWED_HEADERS = "Authorization, Content-Type, X-OpenAI-Agents-SDK, OpenAI-Beta, Accept"
 """What browsers send on ``POST /v1/realtime/calls`` (agents-js adds ``X-OpenAI-Agents-SDK``)."""
@@ -122,7 +122,9 @@ def _new_call_id() -> str:
 # --------------------------------------------------------------------------- HTTP
 
 
-class _BadRequest(Exception):
+class CallRequestError(Exception):
+    """A call route's request that is refused (answered as an OpenAI-shaped REST error)."""
+
     def __init__(
         self,
         message: str,
@@ -140,7 +142,7 @@ class _BadRequest(Exception):
         self.type = type_
 
 
-def _cors(request: Request) -> dict[str, str]:
+def cors_headers(request: Request) -> dict[str, str]:
     """CORS headers for browser callers (spec §1.3): any origin, ``Location`` readable."""
     origin = request.headers.get("origin")
     headers = {
@@ -152,7 +154,7 @@ def _cors(request: Request) -> dict[str, str]:
     return headers
 
 
-def _error(
+def call_error(
     request: Request,
     status: int,
     message: str,
@@ -161,36 +163,38 @@ def _error(
     type_: str = "invalid_request_error",
 ) -> JSONResponse:
     """An OpenAI-shaped REST error (spec §6.2 "REST errors"), with the CORS headers."""
-    return openai_error(status, message, code, type_, param, headers=_cors(request))
+    return openai_error(status, message, code, type_, param, headers=cors_headers(request))
 
 
-def _authenticate(request: Request, config: Config) -> Credential | JSONResponse:
+def authenticate_call(request: Request, config: Config) -> Credential | JSONResponse:
     """The caller's credential (API key or ``ek_`` client secret, spec §1.3), or a 401."""
     token = token_from_authorization(request.headers.get("authorization"))
     try:
         return authenticate(config, token)
     except MissingCredential:
-        return _error(request, 401, NO_KEY_MESSAGE)
+        return call_error(request, 401, NO_KEY_MESSAGE)
     except AuthError as exc:
-        return _error(request, 401, exc.message, exc.code)
+        return call_error(request, 401, exc.message, exc.code)
 
 
 async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None]:
     """The offer SDP and the ``session`` config of a raw or multipart body (spec §1.3 step 3)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_OFFER_BYTES:
-        raise _BadRequest(f"The request body is larger than {MAX_OFFER_BYTES} bytes.", status=413)
+        raise CallRequestError(
+            f"The request body is larger than {MAX_OFFER_BYTES} bytes.", status=413
+        )
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     session: dict[str, Any] | None = None
     if content_type == "multipart/form-data":
         try:
             form = await request.form(max_files=2, max_fields=8, max_part_size=MAX_OFFER_BYTES)
         except HTTPException as exc:  # Starlette's answer to a malformed multipart body
-            raise _BadRequest(f"Invalid multipart body: {exc.detail}") from None
+            raise CallRequestError(f"Invalid multipart body: {exc.detail}") from None
         sdp_part = form.get("sdp")
         session_part = form.get("session")
         if sdp_part is None:
-            raise _BadRequest(
+            raise CallRequestError(
                 "Missing required parameter: 'sdp'.", code="missing_required_parameter", param="sdp"
             )
         sdp = await _part_text(sdp_part)
@@ -198,13 +202,13 @@ async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None]:
             try:
                 parsed = loads(await _part_text(session_part))
             except JsonInputError as exc:
-                raise _BadRequest(
+                raise CallRequestError(
                     f"Invalid 'session': expected a JSON object ({exc}).",
                     code="invalid_value",
                     param="session",
                 ) from None
             if not isinstance(parsed, dict):
-                raise _BadRequest(
+                raise CallRequestError(
                     "Invalid 'session': expected a JSON object.",
                     code="invalid_type",
                     param="session",
@@ -213,18 +217,18 @@ async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None]:
     elif content_type in ("application/sdp", "text/plain", ""):
         body = await request.body()
         if len(body) > MAX_OFFER_BYTES:
-            raise _BadRequest(
+            raise CallRequestError(
                 f"The request body is larger than {MAX_OFFER_BYTES} bytes.", status=413
             )
         sdp = body.decode("utf-8", errors="replace")
     else:
-        raise _BadRequest(
+        raise CallRequestError(
             f"Unsupported Content-Type '{content_type}': send the SDP offer as application/sdp, "
             "or as multipart/form-data with parts 'sdp' and 'session'.",
             status=415,
         )
     if not sdp.lstrip().startswith("v=0"):
-        raise _BadRequest(
+        raise CallRequestError(
             "Invalid 'sdp': expected an SDP offer (starting with 'v=0').",
             code="invalid_value",
             param="sdp",
@@ -239,7 +243,7 @@ async def _part_text(part: str | UploadFile) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _session_defaults(
+def call_session_defaults(
     config: Config,
     secret_defaults: dict[str, Any] | None,
     session: dict[str, Any] | None,
@@ -251,14 +255,14 @@ def _session_defaults(
         defaults = merge_update(defaults, session)
     kind = defaults.setdefault("type", "realtime")
     if kind != "realtime":
-        raise _BadRequest(
+        raise CallRequestError(
             f"Invalid value: '{kind}'. WebRTC calls open 'realtime' sessions.",
             code="invalid_value",
             param="session.type",
         )
     model = defaults.get("model") or query_model or "gpt-realtime"
     if not isinstance(model, str) or not config.model_allowed(model):
-        raise _BadRequest(
+        raise CallRequestError(
             f'Model "{model}" is not supported in realtime mode. '
             f"Supported models: {', '.join(config.models)}.",
             code="invalid_model",
@@ -290,20 +294,22 @@ async def create_call(request: Request) -> Response:
     """
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
-        return _error(request, 503, "The server is not ready.", type_="server_error")
+        return call_error(request, 503, "The server is not ready.", type_="server_error")
     config = services.config
-    credential = _authenticate(request, config)
+    credential = authenticate_call(request, config)
     if isinstance(credential, JSONResponse):
         return credential
     if not services.lifecycle.accepting:  # draining (issue 9): no new calls
-        return _error(request, 503, SHUTDOWN_MESSAGE, "server_shutting_down", type_="server_error")
+        return call_error(
+            request, 503, SHUTDOWN_MESSAGE, "server_shutting_down", type_="server_error"
+        )
     try:
         offer, session = await _read_offer(request)
-        defaults, model = _session_defaults(
+        defaults, model = call_session_defaults(
             config, credential.session_defaults, session, request.query_params.get("model")
         )
-    except _BadRequest as exc:
-        return _error(request, exc.status, exc.message, exc.code, exc.param)
+    except CallRequestError as exc:
+        return call_error(request, exc.status, exc.message, exc.code, exc.param)
 
     call_id = _new_call_id()
     directory = call_directory(request.app)
@@ -326,12 +332,14 @@ async def create_call(request: Request) -> Response:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except Exception as exc:  # aiortc raises ValueError and its own errors for bad SDP
-            raise _BadRequest(f"Invalid 'sdp': {exc}", code="invalid_value", param="sdp") from None
+            raise CallRequestError(
+                f"Invalid 'sdp': {exc}", code="invalid_value", param="sdp"
+            ) from None
         for transceiver in pc.getTransceivers():
             use_audio_jitter_buffer(transceiver)  # 80 ms less on every user turn
         kinds = [t.kind for t in pc.getTransceivers()]
         if "audio" not in kinds:
-            raise _BadRequest(
+            raise CallRequestError(
                 "Invalid 'sdp': the offer has no audio media section (add a microphone track "
                 "or an audio transceiver).",
                 code="invalid_value",
@@ -349,8 +357,8 @@ async def create_call(request: Request) -> Response:
                 await directory.claim(call_id)
             except DirectoryUnavailable as exc:
                 _log.warning("%s: refused: %s", call_id, exc)
-                raise _BadRequest(
-                    _DIRECTORY_DOWN,
+                raise CallRequestError(
+                    DIRECTORY_DOWN,
                     code="call_directory_unavailable",
                     status=503,
                     type_="server_error",
@@ -361,10 +369,10 @@ async def create_call(request: Request) -> Response:
                 transport, request_info, services, defaults=defaults, media=media
             )
         except ProtocolError as exc:
-            raise _BadRequest(exc.message, code=exc.code, param=exc.param) from None
-    except _BadRequest as exc:
+            raise CallRequestError(exc.message, code=exc.code, param=exc.param) from None
+    except CallRequestError as exc:
         await _abandon(pc, media, directory if claimed else None, call_id)
-        return _error(request, exc.status, exc.message, exc.code, exc.param, exc.type)
+        return call_error(request, exc.status, exc.message, exc.code, exc.param, exc.type)
     except BaseException:
         await _abandon(pc, media, directory if claimed else None, call_id)
         raise
@@ -381,7 +389,7 @@ async def create_call(request: Request) -> Response:
         model,
         "client secret" if credential.kind == "client_secret" else credential.kind,
     )
-    headers = {"Location": f"{CALLS_PATH}/{call_id}", **_cors(request)}
+    headers = {"Location": f"{CALLS_PATH}/{call_id}", **cors_headers(request)}
     return Response(
         pc.localDescription.sdp, status_code=201, media_type="application/sdp", headers=headers
     )
@@ -397,78 +405,9 @@ async def _abandon(
         await claimed.release(call_id)
 
 
-def _call_not_found(request: Request, call_id: str, why: str = "") -> JSONResponse:
-    message = f"No active call with id '{call_id}'." + (f" {why}" if why else "")
-    return _error(request, 404, message, "call_not_found", "call_id")
-
-
-async def hangup_call(request: Request) -> Response:
-    """``POST /v1/realtime/calls/{call_id}/hangup``: end a call (spec §1.5; also for WebRTC).
-
-    A call another worker or instance owns (``--redis-url``) is hung up there: the request is
-    relayed to the owner with the caller's ``Authorization``, and its answer is returned.
-
-    Returns ``200`` with an empty body, ``404`` for an unknown call, ``401`` without a key;
-    ``503`` when the call directory does not answer, ``502`` when the owner fails to.
-    """
-    services: Services | None = getattr(request.app.state, "services", None)
-    if services is None:
-        return _error(request, 503, "The server is not ready.", type_="server_error")
-    denied = _authenticate(request, services.config)
-    if isinstance(denied, JSONResponse):
-        return denied
-    call_id = request.path_params["call_id"]
-    if await call_registry(request.app).hangup(call_id):
-        return Response(status_code=200, headers=_cors(request))
-    directory = call_directory(request.app)
-    if directory is None or request.headers.get(FORWARDED_HEADER):
-        return _call_not_found(request, call_id)  # relayed requests are never relayed again
-    try:
-        owner = await directory.owner(call_id)
-    except DirectoryUnavailable as exc:
-        _log.warning("hangup of %s: %s", call_id, exc)
-        return _error(
-            request, 503, _DIRECTORY_DOWN, "call_directory_unavailable", None, "server_error"
-        )
-    if owner is None or owner == directory.url:
-        return _call_not_found(request, call_id)
-    return await _forward_hangup(request, owner, call_id)
-
-
-async def _forward_hangup(request: Request, owner: str, call_id: str) -> Response:
-    """Relay a hangup to the process owning the call; its answer is the caller's."""
-    headers = {FORWARDED_HEADER: "1"}
-    authorization = request.headers.get("authorization")
-    if authorization is not None:
-        headers["Authorization"] = authorization
-    url = f"{owner}{CALLS_PATH}/{quote(call_id, safe='')}/hangup"
-    try:
-        async with httpx.AsyncClient(timeout=FORWARD_TIMEOUT_S) as client:
-            answer = await client.post(url, headers=headers)
-    except httpx.ConnectError as exc:  # nothing listens there: the owner is gone
-        _log.info("hangup of %s: its owner %s is gone (%s)", call_id, owner, exc)
-        return _call_not_found(request, call_id, "The server that held it is gone.")
-    except httpx.HTTPError as exc:
-        _log.warning("hangup of %s: its owner %s did not answer (%r)", call_id, owner, exc)
-        return _error(
-            request,
-            502,
-            f"The server holding call '{call_id}' did not answer.",
-            "call_owner_unreachable",
-            None,
-            "server_error",
-        )
-    _log.info("hangup of %s relayed to %s: %d", call_id, owner, answer.status_code)
-    response_headers = _cors(request)
-    content_type = answer.headers.get("content-type")
-    if content_type is not None:
-        response_headers["Content-Type"] = content_type
-    return Response(answer.content, status_code=answer.status_code, headers=response_headers)
-
-
 async def preflight(request: Request) -> Response:
     """CORS preflight for the call routes: allow the browser's headers (spec §1.3)."""
-    headers = _cors(request)
+    headers = cors_headers(request)
     headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
     asked = request.headers.get("access-control-request-headers")
     headers["Access-Control-Allow-Headers"] = asked or _ALLOWED_HEADERS
@@ -484,6 +423,3 @@ def register_webrtc_routes(app: FastAPI) -> None:
     call_registry(app)
     app.add_api_route(CALLS_PATH, create_call, methods=["POST"], include_in_schema=False)
     app.add_api_route(CALLS_PATH, preflight, methods=["OPTIONS"], include_in_schema=False)
-    hangup_path = CALLS_PATH + "/{call_id}/hangup"
-    app.add_api_route(hangup_path, hangup_call, methods=["POST"], include_in_schema=False)
-    app.add_api_route(hangup_path, preflight, methods=["OPTIONS"], include_in_schema=False)

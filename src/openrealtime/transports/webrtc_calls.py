@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.exceptions import InvalidStateError
@@ -34,6 +34,7 @@ __all__ = [
     "SIDEBAND_QUEUE_MAX",
     "Call",
     "CallRegistry",
+    "LiveCall",
     "CallTransport",
     "call_registry",
     "serve_sideband",
@@ -312,6 +313,23 @@ class Call:
                 return
 
 
+class LiveCall(Protocol):
+    """What the registry and the sidebands need of a call (WebRTC's :class:`Call`, SIP's)."""
+
+    id: str
+    transport: CallTransport
+    driver: SessionDriver
+    log: SessionLogger
+
+    def hangup(self, reason: str = "hung up") -> None:
+        """End the call; its :meth:`run` then releases what it holds."""
+        ...
+
+    async def run(self) -> None:
+        """Serve the session until the call ends."""
+        ...
+
+
 class CallRegistry:
     """The live calls of one app (``app.state.calls``); owns each call's task.
 
@@ -321,17 +339,17 @@ class CallRegistry:
     """
 
     def __init__(self) -> None:
-        self._calls: dict[str, Call] = {}
+        self._calls: dict[str, LiveCall] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def __len__(self) -> int:
         return len(self._calls)
 
-    def get(self, call_id: str) -> Call | None:
+    def get(self, call_id: str) -> LiveCall | None:
         """The live call with this id, if any."""
         return self._calls.get(call_id)
 
-    def start(self, call: Call, *, directory: CallDirectory | None = None) -> None:
+    def start(self, call: LiveCall, *, directory: CallDirectory | None = None) -> None:
         """Run ``call`` until it ends; it is forgotten then.
 
         Args:
@@ -344,7 +362,7 @@ class CallRegistry:
         task.add_done_callback(lambda _: self._forget(call.id))
 
     @staticmethod
-    async def _run(call: Call, directory: CallDirectory | None) -> None:
+    async def _run(call: LiveCall, directory: CallDirectory | None) -> None:
         try:
             await call.run()
         finally:

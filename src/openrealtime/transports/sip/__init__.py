@@ -1,0 +1,1 @@
+"""Phone calls over SIP (issue 12, docs/sip.md): signalling, media, webhook, endpoint."""

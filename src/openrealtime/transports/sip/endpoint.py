@@ -1,0 +1,575 @@
+"""Phone calls over SIP with the reference service's call-control flow (spec §1.5).
+
+An INVITE from a trunk or PBX is answered ``180 Ringing`` and announced to the application by a
+signed ``realtime.call.incoming`` webhook (:mod:`.webhook`) carrying the call's ``rtc_…`` id and
+the INVITE's headers. The call then waits for the application (``POST
+/v1/realtime/calls/{call_id}/…``, :mod:`openrealtime.transports.call_control`):
+
+- ``accept`` with a session config answers ``200 OK`` with the SDP answer (PCMU or PCMA,
+  ``telephone-event``) and starts the session on the call's audio (:mod:`.media`), in the same
+  :class:`~openrealtime.transports.webrtc_calls.CallRegistry` as WebRTC calls, so the
+  application attaches with ``/v1/realtime?call_id=…`` (sideband) and hangs up the same way;
+- ``reject`` answers with its ``status_code`` (603 by default);
+- ``refer`` transfers: a live call gets a SIP REFER to the target (and is hung up once the
+  transfer succeeds); a call still ringing is redirected with ``302`` and the target as
+  ``Contact``;
+- ``hangup`` ends a live call (BYE); on a ringing call it rejects it (603).
+
+A call nobody accepts within ``sip_ring_timeout`` seconds is rejected ``480``; a caller that
+gives up (CANCEL) or hangs up (BYE) ends it; the session ending (``session.close``, expiry,
+shutdown) hangs up with a BYE. Each DTMF digit becomes one
+``input_audio_buffer.dtmf_event_received`` on the sideband.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiortp.port_allocator import PortAllocator
+from aiosipua import IncomingCall, negotiate_sdp
+from aiosipua.sdp_negotiate import SdpNegotiationError
+
+from openrealtime.core.ids import RandomIds
+from openrealtime.logging_setup import SessionLogger
+from openrealtime.transports.base import SessionRequest
+from openrealtime.transports.call_directory import CallDirectory, DirectoryUnavailable
+from openrealtime.transports.sip.media import PAYLOAD_TYPES, SipMedia
+from openrealtime.transports.sip.signalling import (
+    AUTH_HEADERS,
+    SipHandler,
+    SipSecurity,
+    SipStack,
+    header_lines,
+)
+from openrealtime.transports.sip.webhook import WebhookSender, incoming_call_event
+from openrealtime.transports.webrtc_calls import CallRegistry, CallTransport
+
+if TYPE_CHECKING:
+    from openrealtime.config import Config
+    from openrealtime.runtime.driver import SessionDriver
+    from openrealtime.services import Services
+
+__all__ = ["CallActionError", "SipCall", "SipEndpoint"]
+
+_log = logging.getLogger(__name__)
+_ids = RandomIds()
+
+BYE_WAIT_S = 2.0
+"""How long the end of a call waits for the answer to its BYE."""
+TRANSFER_WAIT_S = 30.0
+"""How long a REFER's transfer may take before the call is left to the agent again."""
+
+
+class CallActionError(Exception):
+    """A call-control request that cannot be done (the route answers it as a REST error)."""
+
+    def __init__(
+        self, status: int, message: str, code: str | None = None, param: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+
+
+@dataclass
+class _Ringing:
+    """A call announced to the application, not yet accepted or rejected."""
+
+    id: str
+    stack: SipStack
+    sip: IncomingCall
+    headers: list[tuple[str, str]]
+    timer: asyncio.TimerHandle | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class SipCall:
+    """One answered SIP call: its media, its session, its dialog.
+
+    Registered in the :class:`CallRegistry` like a WebRTC call (``transport``, ``driver``,
+    ``log``, :meth:`hangup`, :meth:`run`), so sidebands and hangup work alike.
+    """
+
+    def __init__(
+        self,
+        call_id: str,
+        stack: SipStack,
+        sip: IncomingCall,
+        transport: CallTransport,
+        media: SipMedia,
+        driver: SessionDriver,
+        release: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.id = call_id
+        self.stack = stack
+        self.sip = sip
+        self.transport = transport
+        self.media = media
+        self.driver = driver
+        self.log = SessionLogger(_log, driver.session.id)
+        self._release = release
+        self._keep: asyncio.Task[None] | None = None
+        self.caller_left = False
+        self.transfer: asyncio.Future[int] | None = None
+
+    def hangup(self, reason: str = "hung up") -> None:
+        """End the call (``POST …/hangup``, shutdown); :meth:`run` then sends the BYE."""
+        self.transport.end(reason)
+
+    def caller_hung_up(self) -> None:
+        """The caller sent BYE (already answered)."""
+        self.caller_left = True
+        self.transport.end("caller hung up")
+
+    async def run(self) -> None:
+        """Serve the session until the call ends, then hang up and release the call."""
+        self.log.info("%s: SIP call started", self.id)
+        try:
+            await self.driver.run()
+        except Exception:
+            self.log.exception("%s: session failed", self.id)
+        finally:
+            self.transport.end("session ended")
+            await self.media.end()
+            if not self.caller_left:
+                await self._bye()
+            self.stack.forget(self.sip)
+            await self._release()
+            stats = self.media.stats
+            self.log.info(
+                "%s: SIP call ended (%s); RTP received %s, sent %s, dropped from elsewhere %s",
+                self.id,
+                self.transport.end_reason,
+                stats.get("packets_received"),
+                stats.get("sent_frames"),
+                stats.get("foreign_packets"),
+            )
+
+    async def _bye(self) -> None:
+        if self.sip.dialog.state.value != "confirmed":
+            return
+        answer = self.stack.send_in_dialog(self.sip, "BYE")
+        self.sip.dialog.terminate()
+        try:
+            async with asyncio.timeout(BYE_WAIT_S):
+                response = await answer
+            self.log.info("%s: BYE answered %d", self.id, response.status_code)
+        except (TimeoutError, asyncio.CancelledError):
+            self.log.info("%s: BYE not answered within %g s", self.id, BYE_WAIT_S)
+
+    async def refer(self, target: str) -> None:
+        """Send a REFER to ``target``; the call ends once the transfer succeeds.
+
+        Raises:
+            CallActionError: the caller refused the REFER or did not answer it.
+        """
+        loop = asyncio.get_running_loop()
+        self.transfer = loop.create_future()
+        answer = self.stack.send_in_dialog(
+            self.sip,
+            "REFER",
+            [("Refer-To", f"<{target}>"), ("Referred-By", f"<{self.sip.callee}>")],
+        )
+        try:
+            async with asyncio.timeout(10.0):
+                response = await answer
+        except TimeoutError:
+            raise CallActionError(
+                504, "The caller did not answer the transfer (REFER).", "sip_refer_timeout"
+            ) from None
+        if response.status_code >= 300:
+            raise CallActionError(
+                409,
+                f"The caller refused the transfer: {response.status_code} "
+                f"{response.reason_phrase}.",
+                "sip_refer_rejected",
+            )
+        self.log.info("%s: REFER to %s accepted (%d)", self.id, target, response.status_code)
+        task = loop.create_task(self._await_transfer())
+        self._keep = task
+
+    async def _await_transfer(self) -> None:
+        assert self.transfer is not None
+        try:
+            async with asyncio.timeout(TRANSFER_WAIT_S):
+                status = await self.transfer
+        except TimeoutError:
+            self.log.warning("%s: transfer not confirmed in %g s", self.id, TRANSFER_WAIT_S)
+            return
+        if 200 <= status < 300:
+            self.hangup(f"transferred ({status})")
+        else:
+            self.log.info("%s: transfer failed (%d); the call goes on", self.id, status)
+
+    def transfer_progress(self, status: int) -> None:
+        """A NOTIFY of the transfer's progress."""
+        if status >= 200 and self.transfer is not None and not self.transfer.done():
+            self.transfer.set_result(status)
+
+
+class SipEndpoint(SipHandler):
+    """The SIP side of one app: listeners, ringing calls, and answered calls' creation.
+
+    Args:
+        config: the server config (``sip_*`` and ``webhook_*`` fields).
+        registry: where answered calls run.
+        services: the app's services, once the lifespan has built them.
+        directory: the shared call directory (``--redis-url``), where each call is claimed.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        registry: CallRegistry,
+        services: Services,
+        directory: CallDirectory | None = None,
+    ) -> None:
+        assert config.sip_port and config.webhook_url and config.webhook_secret
+        self.config = config
+        self.registry = registry
+        self.services = services
+        self.directory = directory
+        self.webhooks = WebhookSender(config.webhook_url, config.webhook_secret)
+        self.ports = PortAllocator(config.sip_rtp_range)
+        self.stacks: list[SipStack] = []
+        self._ringing: dict[str, _Ringing] = {}
+        self._by_sip: dict[str, str] = {}
+        """SIP Call-ID → our call id, for ringing and live calls."""
+        self._live: dict[str, SipCall] = {}
+
+    # ---------------------------------------------------------------- lifetime
+
+    async def start(self) -> None:
+        """Listen on UDP and TCP (and TLS on the next port with the server's certificate)."""
+        config = self.config
+        port = config.sip_port
+        host = config.sip_host or config.host
+        security = SipSecurity(
+            allow=tuple(ipaddress.ip_network(n, strict=False) for n in config.sip_allow) or None,
+            username=config.sip_username,
+            password=config.sip_password or "",
+        )
+        kinds: list[tuple[str, int, ssl.SSLContext | None]] = [
+            ("udp", port, None),
+            ("tcp", port, None),
+        ]
+        if config.ssl_certfile and config.ssl_keyfile:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
+            kinds.append(("tls", port + 1, tls))
+        for kind, kind_port, context in kinds:
+            stack = SipStack(
+                kind,
+                host,
+                kind_port,
+                self,
+                security=security,
+                advertise=config.sip_advertise,
+                ssl_context=context,
+            )
+            await stack.start()
+            self.stacks.append(stack)
+        _log.info(
+            "SIP listening on %s (%s); webhook %s",
+            ", ".join(f"{s.kind} {host}:{s.transport.local_addr[1]}" for s in self.stacks),
+            "digest auth" if security.username else "no digest auth",
+            config.webhook_url,
+        )
+
+    async def stop(self) -> None:
+        """Reject ringing calls (503), stop listening; live calls end with the registry."""
+        for ringing in list(self._ringing.values()):
+            self._finish_ringing(ringing, 503, "Service Unavailable")
+        for stack in self.stacks:
+            await stack.stop()
+        await self.webhooks.close()
+
+    # ---------------------------------------------------------------- INVITE
+
+    @property
+    def _media_host(self) -> str:
+        config = self.config
+        return config.sip_advertise or config.sip_host or config.host
+
+    def on_invite(self, stack: SipStack, call: IncomingCall) -> None:
+        """A new call: check it, ring, announce it."""
+        if not self.services.lifecycle.accepting:
+            call.reject(503, "Service Unavailable")
+            stack.forget(call)
+            return
+        offer = call.sdp_offer
+        audio = offer.audio if offer is not None else None
+        if offer is None or audio is None or offer.rtp_address is None:
+            call.reject(488, "Not Acceptable Here")  # no offer in the INVITE: not supported
+            stack.forget(call)
+            return
+        if "SAVP" in audio.proto.upper() or not any(
+            c.payload_type in PAYLOAD_TYPES for c in audio.codecs
+        ):
+            call.reject(488, "Not Acceptable Here")  # SRTP, or no G.711
+            stack.forget(call)
+            return
+        call_id = "rtc_" + secrets.token_hex(16)
+        ringing = _Ringing(call_id, stack, call, header_lines(stack.last_raw))
+        self._ringing[call_id] = ringing
+        self._by_sip[call.call_id] = call_id
+        call.ringing()
+        loop = asyncio.get_running_loop()
+        ringing.timer = loop.call_later(self.config.sip_ring_timeout, self._ring_timeout, call_id)
+        _log.info(
+            "%s: INVITE from %s (%s, %s) to %s",
+            call_id,
+            call.caller,
+            call.source_addr[0],
+            stack.kind,
+            call.callee,
+        )
+        task = loop.create_task(self._announce(ringing))
+        ringing.tasks.add(task)
+        task.add_done_callback(ringing.tasks.discard)
+
+    async def _announce(self, ringing: _Ringing) -> None:
+        if self.directory is not None:
+            try:
+                await self.directory.claim(ringing.id)
+            except DirectoryUnavailable as exc:
+                _log.warning("%s: refused: %s", ringing.id, exc)
+                self._finish_ringing(ringing, 503, "Service Unavailable")
+                return
+        headers = [(n, v) for n, v in ringing.headers if n.lower() not in AUTH_HEADERS]
+        event = incoming_call_event(ringing.id, headers)
+        delivered = await self.webhooks.deliver(event, wanted=lambda: ringing.id in self._ringing)
+        if not delivered and ringing.id in self._ringing:
+            _log.warning("%s: the application never took the webhook; rejecting", ringing.id)
+            self._finish_ringing(ringing, 480, "Temporarily Unavailable")
+
+    def _ring_timeout(self, call_id: str) -> None:
+        ringing = self._ringing.get(call_id)
+        if ringing is not None:
+            _log.info(
+                "%s: not accepted within %g s; rejected",
+                call_id,
+                self.config.sip_ring_timeout,
+            )
+            self._finish_ringing(ringing, 480, "Temporarily Unavailable")
+
+    def _finish_ringing(
+        self,
+        ringing: _Ringing,
+        status: int | None,
+        reason: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Forget a ringing call; answer it ``status`` unless it is answered otherwise."""
+        self._ringing.pop(ringing.id, None)
+        if ringing.timer is not None:
+            ringing.timer.cancel()
+        for task in ringing.tasks:
+            task.cancel()
+        if status is not None:
+            self._by_sip.pop(ringing.sip.call_id, None)
+            if ringing.sip._answered:
+                pass
+            elif headers is None:
+                ringing.sip.reject(status, reason)  # the standard reason phrase when empty
+            else:
+                ringing.sip._send_response(status, reason, extra_headers=headers)
+                ringing.sip.dialog.terminate()
+            ringing.stack.forget(ringing.sip)
+            if self.directory is not None:
+                directory = self.directory
+                task = asyncio.get_running_loop().create_task(directory.release(ringing.id))
+                self._release_task = task
+
+    # ---------------------------------------------------------------- actions
+
+    def owns(self, call_id: str) -> bool:
+        """Whether the call rings or lives here."""
+        return call_id in self._ringing or call_id in self._live
+
+    async def accept(self, call_id: str, defaults: dict[str, Any], model: str) -> None:
+        """Answer a ringing call and start its session.
+
+        Raises:
+            CallActionError: no such ringing call, or no media could be set up.
+            ProtocolError: a bad session config (from the driver).
+        """
+        ringing = self._ringing.get(call_id)
+        if ringing is None:
+            raise _not_ringing(call_id, call_id in self._live)
+        sip = ringing.sip
+        offer = sip.sdp_offer
+        assert offer is not None and offer.audio is not None and offer.rtp_address is not None
+        dtmf = next(
+            (
+                c.payload_type
+                for c in offer.audio.codecs
+                if c.encoding_name.lower() == "telephone-event"
+            ),
+            101,
+        )
+        rtp_port, _ = await self.ports.allocate()
+
+        async def release() -> None:
+            await self.ports.release(rtp_port)
+            live = self._live.pop(call_id, None)
+            if live is not None:
+                self._by_sip.pop(live.sip.call_id, None)
+
+        try:
+            answer, payload_type = negotiate_sdp(
+                offer,
+                self.config.sip_host or self.config.host,
+                rtp_port,
+                supported_codecs=list(PAYLOAD_TYPES),
+                dtmf_payload_type=dtmf,
+                advertised_ip=self.config.sip_advertise,
+            )
+        except SdpNegotiationError as exc:
+            await release()
+            self._finish_ringing(ringing, 488, "Not Acceptable Here")
+            raise CallActionError(400, f"The caller's offer cannot be answered: {exc}") from None
+        from openrealtime.runtime.driver import SessionDriver
+
+        transport = CallTransport()
+        transport.without_channel()  # a phone call's events go to sidebands only
+        holder: list[SessionDriver] = []
+        media = await SipMedia.open(
+            local=(self.config.sip_host or self.config.host, rtp_port),
+            remote=offer.rtp_address,
+            payload_type=payload_type,
+            dtmf_payload_type=dtmf,
+            on_digit=lambda digit: holder[0].dtmf(digit) if holder else None,
+        )
+        if ringing.id not in self._ringing:  # the caller gave up meanwhile
+            await media.end()
+            await release()
+            raise _not_ringing(call_id, False)
+        request = SessionRequest(kind="realtime", model=model, session_label=_ids.new("sess"))
+        try:
+            driver = SessionDriver(
+                transport, request, self.services, defaults=defaults, media=media
+            )
+        except BaseException:
+            await media.end()
+            await release()
+            raise
+        holder.append(driver)
+        self._finish_ringing(ringing, None)
+        sip.accept(answer)
+        live = SipCall(call_id, ringing.stack, sip, transport, media, driver, release)
+        self._live[call_id] = live
+        self.registry.start(live, directory=self.directory)
+        live.log.info("%s: accepted (%s, model %s)", call_id, PAYLOAD_TYPES[payload_type], model)
+
+    def reject(self, call_id: str, status_code: int) -> None:
+        """Decline a ringing call with ``status_code``.
+
+        Raises:
+            CallActionError: no such ringing call, or a status code that does not decline.
+        """
+        if not 400 <= status_code <= 699:
+            raise CallActionError(
+                400,
+                f"Invalid 'status_code': {status_code}. Use a SIP final status from 400 to 699.",
+                "invalid_value",
+                "status_code",
+            )
+        ringing = self._ringing.get(call_id)
+        if ringing is None:
+            raise _not_ringing(call_id, call_id in self._live)
+        _log.info("%s: rejected %d", call_id, status_code)
+        self._finish_ringing(ringing, status_code)
+
+    async def refer(self, call_id: str, target: str) -> None:
+        """Transfer a call to ``target`` (REFER when live, ``302`` while ringing).
+
+        Raises:
+            CallActionError: no such call, a bad target, or the caller refused.
+        """
+        if not target.lower().startswith(("sip:", "sips:", "tel:")) or any(
+            c in target for c in "<>\r\n\"' "
+        ):
+            raise CallActionError(
+                400,
+                f"Invalid 'target_uri': '{target}'. Use a sip:, sips: or tel: URI.",
+                "invalid_value",
+                "target_uri",
+            )
+        ringing = self._ringing.get(call_id)
+        if ringing is not None:
+            _log.info("%s: redirected to %s (302)", call_id, target)
+            self._finish_ringing(ringing, 302, "Moved Temporarily", {"Contact": f"<{target}>"})
+            return
+        live = self._live.get(call_id)
+        if live is None:
+            raise _not_ringing(call_id, False)
+        await live.refer(target)
+
+    def hangup_ringing(self, call_id: str) -> bool:
+        """``hangup`` of a call that still rings: declined (603). Whether it rang."""
+        ringing = self._ringing.get(call_id)
+        if ringing is None:
+            return False
+        self._finish_ringing(ringing, 603, "Decline")
+        return True
+
+    # ---------------------------------------------------------------- SipHandler
+
+    def on_reinvite(self, stack: SipStack, call: IncomingCall) -> None:
+        """Hold, resume, session refresh: answered with our media, following a move."""
+        live = self._live.get(self._by_sip.get(call.call_id, ""))
+        if live is None or call.sdp_answer is None:
+            call._send_response(481, "Call/Transaction Does Not Exist")
+            return
+        offer = call.sdp_offer if call.invite.body else None
+        if offer is not None and offer.rtp_address is not None:
+            live.media.update_remote(offer.rtp_address)
+        call.accept(call.sdp_answer)
+
+    def on_bye(self, call: IncomingCall) -> None:
+        """The caller hung up."""
+        our_id = self._by_sip.get(call.call_id)
+        live = self._live.get(our_id or "")
+        if live is not None:
+            live.caller_hung_up()
+        elif our_id is not None and our_id in self._ringing:
+            self._finish_ringing(self._ringing[our_id], None)
+
+    def on_cancel(self, call_id: str) -> None:
+        """The caller gave up while ringing (487 sent by the library)."""
+        our_id = self._by_sip.pop(call_id, None)
+        ringing = self._ringing.get(our_id or "")
+        if ringing is not None:
+            _log.info("%s: cancelled by the caller", ringing.id)
+            self._finish_ringing(ringing, None)
+            if self.directory is not None:
+                directory = self.directory
+                task = asyncio.get_running_loop().create_task(directory.release(ringing.id))
+                self._release_task = task
+
+    def on_transfer_progress(self, call_id: str, status: int, reason: str) -> None:
+        """NOTIFY of a transfer."""
+        live = self._live.get(self._by_sip.get(call_id, ""))
+        if live is not None:
+            live.log.info("%s: transfer progress %d %s", live.id, status, reason)
+            live.transfer_progress(status)
+
+
+def _not_ringing(call_id: str, live: bool) -> CallActionError:
+    if live:
+        return CallActionError(
+            409, f"Call '{call_id}' was already accepted.", "call_already_accepted", "call_id"
+        )
+    return CallActionError(
+        404, f"No pending call with id '{call_id}'.", "call_not_found", "call_id"
+    )

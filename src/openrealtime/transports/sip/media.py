@@ -1,0 +1,248 @@
+"""The audio of a SIP call: G.711 over RTP, with aiortp (pinned) for the RTP itself.
+
+aiortp keeps the RTP session (sequence numbers, timestamps, SSRC, RTCP reports, a reordering
+jitter buffer, RFC 4733 ``telephone-event`` digits); this module decides what goes in and out:
+
+- **in**: the caller's PCMU/PCMA, decoded by :class:`G711` (``audio/g711.py``, the one G.711
+  of the project), resampled 8 → 24 kHz, is the session's input (``MediaPort``); every digit
+  pressed is handed to ``on_digit``;
+- **out**: every 20 ms, on an absolute clock, one frame is read from the call's output buffer
+  (``runtime.playback.PlaybackBuffer``, which knows what has been played, design.md decision
+  5), resampled 24 → 8 kHz, encoded and sent. Silence is sent while nothing plays: a trunk
+  that hears nothing may hang up, and the receiver's clock keeps running;
+- **who may send**: only the address the SDP named (its IP; the port is learnt from the first
+  packet, as symmetric RTP behind a NAT needs). Packets from anywhere else are dropped: aiortp
+  alone would follow any new source, letting a stranger take over the call's audio.
+
+This module is a shell (house rule 3): it converts and paces audio, it decides nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiortp import RTPSession
+from aiortp.codecs.base import Codec
+
+from openrealtime.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from openrealtime.audio.pcm import SESSION_RATE
+from openrealtime.audio.resample import StreamResampler
+from openrealtime.runtime.playback import PlaybackBuffer
+
+__all__ = ["FRAME_MS", "G711", "PAYLOAD_TYPES", "RATE", "SipMedia"]
+
+_log = logging.getLogger(__name__)
+
+RATE = 8000
+"""G.711's sample rate."""
+FRAME_MS = 20
+"""Packetization (``a=ptime:20``)."""
+PAYLOAD_TYPES = {0: "PCMU", 8: "PCMA"}
+"""The static payload types answered, in the order of the offer."""
+
+_FRAME_SAMPLES = RATE * FRAME_MS // 1000
+_FRAME_BYTES = _FRAME_SAMPLES * 2
+_READ_BYTES = SESSION_RATE * FRAME_MS // 1000 * 2
+_MAX_LAG_S = 0.2
+"""If the loop falls this far behind, restart the clock instead of sending a burst."""
+_INPUT_QUEUE = 250
+"""Input chunks (20 ms each) kept for a session that lags: 5 s, then the oldest go."""
+
+
+class G711(Codec):
+    """PCMU or PCMA for aiortp, on the project's own G.711 tables."""
+
+    def __init__(self, payload_type: int) -> None:
+        if payload_type not in PAYLOAD_TYPES:
+            raise ValueError(f"not a G.711 payload type: {payload_type}")
+        self._mu = payload_type == 0
+
+    @property
+    def name(self) -> str:
+        """``PCMU`` or ``PCMA``."""
+        return "PCMU" if self._mu else "PCMA"
+
+    @property
+    def sample_rate(self) -> int:
+        """8000."""
+        return RATE
+
+    @property
+    def samples_per_frame(self) -> int:
+        """160 (20 ms)."""
+        return _FRAME_SAMPLES
+
+    def encode(self, pcm: bytes) -> bytes:
+        """PCM16 → G.711."""
+        return ulaw_encode(pcm) if self._mu else alaw_encode(pcm)
+
+    def decode(self, payload: bytes) -> bytes:
+        """G.711 → PCM16."""
+        return ulaw_decode(payload) if self._mu else alaw_decode(payload)
+
+
+class _GuardedRtp(RTPSession):
+    """aiortp's session, taking packets from one source only and never raising out of them."""
+
+    expected_host: str = ""
+    latched: tuple[str, int] | None = None
+    foreign = 0
+    """Packets dropped for their source."""
+    broken = 0
+    """Packets whose handling failed (a short ``telephone-event``, say)."""
+
+    def _handle_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self._from_caller(addr):
+            return
+        try:
+            super()._handle_rtp(data, addr)
+        except Exception:  # aiortp's DTMF parser raises on short payloads
+            self.broken += 1
+
+    def _handle_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
+        if addr[0] != self.expected_host:
+            self.foreign += 1
+            return
+        try:
+            super()._handle_rtcp(data, addr)
+        except Exception:
+            self.broken += 1
+
+    def _from_caller(self, addr: tuple[str, int]) -> bool:
+        if self.latched is None and addr[0] == self.expected_host:
+            self.latched = addr
+            self._remote_addr = addr  # symmetric RTP: answer where the caller sends from
+        if addr != self.latched:
+            self.foreign += 1
+            return False
+        return True
+
+
+class SipMedia:
+    """The audio side of a SIP call, as the session driver sees it (``MediaPort``).
+
+    Create with :meth:`open`; :meth:`end` stops both directions and closes the sockets.
+
+    Args:
+        rtp: the bound RTP session.
+        on_digit: called with each DTMF digit the caller pressed.
+    """
+
+    kind = "sip"
+
+    def __init__(self, rtp: _GuardedRtp, on_digit: Callable[[str], None]) -> None:
+        self._rtp = rtp
+        self._playback = PlaybackBuffer()
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._upsampler = StreamResampler(RATE, SESSION_RATE)
+        self._downsampler = StreamResampler(SESSION_RATE, RATE)
+        self._out = bytearray()
+        self._ended = False
+        self._on_digit = on_digit
+        rtp.on_audio = self._on_audio
+        rtp.on_dtmf = lambda digit, _duration: self._digit(digit)
+        self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+        self.sent_frames = 0
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        local: tuple[str, int],
+        remote: tuple[str, int],
+        payload_type: int,
+        dtmf_payload_type: int,
+        on_digit: Callable[[str], None],
+    ) -> SipMedia:
+        """Bind the RTP (and RTCP, port + 1) sockets and start sending.
+
+        Args:
+            local: our address and (even) RTP port.
+            remote: the caller's RTP address from its SDP.
+            payload_type: 0 (PCMU) or 8 (PCMA).
+            dtmf_payload_type: the ``telephone-event`` payload type of the answer.
+            on_digit: told of each digit.
+        """
+        rtp = await _GuardedRtp.create(
+            local_addr=local,
+            remote_addr=remote,
+            payload_type=payload_type,
+            codec=G711(payload_type),
+            dtmf_payload_type=dtmf_payload_type,
+            jitter_prefetch=0,  # in order: at once; reordered: waits for the gap (no 80 ms)
+            cname="openrealtime",
+        )
+        assert isinstance(rtp, _GuardedRtp)
+        rtp.expected_host = remote[0]
+        return cls(rtp, on_digit)
+
+    @property
+    def playback(self) -> PlaybackBuffer:
+        """The call's output audio buffer."""
+        return self._playback
+
+    @property
+    def stats(self) -> dict[str, object]:
+        """The RTP counters (aiortp's), with the packets dropped here."""
+        stats = dict(self._rtp.stats)
+        stats["foreign_packets"] = self._rtp.foreign
+        stats["broken_packets"] = self._rtp.broken
+        stats["sent_frames"] = self.sent_frames
+        return stats
+
+    def update_remote(self, remote: tuple[str, int]) -> None:
+        """A re-INVITE moved the caller's media: take packets from there from now on."""
+        self._rtp.expected_host = remote[0]
+        self._rtp.latched = None
+        self._rtp._remote_addr = remote
+
+    async def end(self) -> None:
+        """Stop both directions and close the sockets."""
+        if self._ended:
+            return
+        self._ended = True
+        self._queue.put_nowait(None)
+        self._sender.cancel()
+        await asyncio.gather(self._sender, return_exceptions=True)
+        await self._rtp.close()
+
+    async def receive_audio(self) -> bytes | None:
+        """The caller's next audio as session audio (PCM16 mono 24 kHz); ``None`` at the end."""
+        return await self._queue.get()
+
+    def _on_audio(self, pcm16: bytes, _timestamp: int) -> None:
+        if self._ended:
+            return
+        out = self._upsampler.process(pcm16)
+        if not out:
+            return
+        if self._queue.qsize() >= _INPUT_QUEUE:
+            self._queue.get_nowait()  # a session this far behind loses the oldest audio
+        self._queue.put_nowait(out)
+
+    def _digit(self, digit: str) -> None:
+        if not self._ended:
+            self._on_digit(digit)
+
+    async def _send_loop(self) -> None:
+        """One frame every 20 ms on an absolute clock (silence when nothing plays)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        frames = 0
+        while True:
+            wait = start + frames * FRAME_MS / 1000 - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -_MAX_LAG_S:
+                start, frames = loop.time(), 0
+            frames += 1
+            self._out += self._downsampler.process(self._playback.read(_READ_BYTES))
+            if len(self._out) >= _FRAME_BYTES:
+                frame = bytes(self._out[:_FRAME_BYTES])
+                del self._out[:_FRAME_BYTES]
+            else:  # the resampler's first few milliseconds
+                frame = bytes(_FRAME_BYTES)
+            self._rtp.send_audio_pcm_auto(frame)
+            self.sent_frames += 1
