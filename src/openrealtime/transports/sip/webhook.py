@@ -103,15 +103,21 @@ class WebhookSender:
         url: where events are POSTed.
         secret: the signing secret (``whsec_…`` or any string).
         delays_s: seconds before each retry.
+        timeout_s: most seconds one delivery may take.
     """
 
     def __init__(
-        self, url: str, secret: str, *, delays_s: Sequence[float] = RETRY_DELAYS_S
+        self,
+        url: str,
+        secret: str,
+        *,
+        delays_s: Sequence[float] = RETRY_DELAYS_S,
+        timeout_s: float = TIMEOUT_S,
     ) -> None:
         self.url = url
         self._key = secret_key(secret)
         self._delays = tuple(delays_s)
-        self._client = httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False)
+        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
 
     async def close(self) -> None:
         """Release the HTTP client."""
