@@ -16,6 +16,7 @@ library lacks or gets wrong for a server that trunks call:
   retransmitted over UDP until answered (Timer E), and their answers are handed back;
 - a ``Contact`` without ``;transport=`` on TCP/TLS responses gets one (the peer would send
   its ACK over UDP otherwise);
+- a dialog's route set keeps the INVITE's Record-Route order (the library reverses it);
 - a message whose handling raises (malformed headers) gets ``400`` when it can be routed,
   and the log says so at most once a second, never with a traceback per packet.
 
@@ -252,7 +253,7 @@ class SipStack:
     async def start(self) -> None:
         """Listen, with the adapter between the transport and the user agent server."""
         uas = self.uas
-        uas.on_invite = lambda call: self._handler.on_invite(self, call)
+        uas.on_invite = self._new_call
         uas.on_reinvite = lambda call: self._handler.on_reinvite(self, call)
         uas.on_bye = lambda call, _request: self._handler.on_bye(call)
         uas.on_cancel = lambda request, _addr: self._handler.on_cancel(request.call_id or "")
@@ -273,6 +274,12 @@ class SipStack:
         self._send_reply: Callable[[SipResponse], None] = self.transport.send_reply
         self.transport.on_message = lambda msg, addr: self._receive(inner, msg, addr)
         self.transport.send_reply = self._reply  # type: ignore[method-assign]
+
+    def _new_call(self, call: IncomingCall) -> None:
+        # RFC 3261 §12.1.1: a UAS keeps the Record-Route URIs in order (aiosipua reverses them,
+        # as a UAC would, which misroutes our BYE behind two or more record-routing proxies)
+        call.dialog.route_set = list(call.invite.headers.get("record-route"))
+        self._handler.on_invite(self, call)
 
     async def stop(self) -> None:
         """Stop listening; pending requests and retransmissions are dropped."""
