@@ -132,7 +132,8 @@ async def phone_system(
             **config_fields,
         }
         app = create_app(Config(**fields), engines)
-        async with running_server(app) as base:
+        # HTTP stays plain even when the config has a certificate (for SIP over TLS)
+        async with running_server(app, config=Config()) as base:
             api = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=API_KEY)
             system = PhoneSystem(base, sip_port, api, app, workdir, inbox)
             try:

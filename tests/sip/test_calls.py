@@ -32,6 +32,7 @@ from tests.conformance.conftest import engines_with
 from tests.helpers.baresip import Baresip
 from tests.helpers.kamailio import Kamailio
 from tests.sip.conftest import WAIT_S, PhoneSystem, phone_audio, phone_system, settled
+from tests.transports.test_tls import self_signed
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -254,6 +255,27 @@ async def test_a_call_over_tcp(system: PhoneSystem) -> None:
         assert [e["event"] for e in await digits(app, 1)] == ["7"]
     await system.api.realtime.calls.hangup(call_id)
     assert await settled(lambda: phone.call_closed_reason() is not None)
+
+
+async def test_a_call_over_tls(vad: SileroVad, tmp_path: Path) -> None:
+    """SIP over TLS on the next port, with the server's certificate (baresip does not verify
+    it; a trunk would)."""
+    cert, key = self_signed(tmp_path)
+    async with phone_system(
+        engines_with(vad), tmp_path, ssl_certfile=str(cert), ssl_keyfile=str(key)
+    ) as system:
+        assert [s.kind for s in system.sip.stacks] == ["udp", "tcp", "tls"]
+        phone = system.phone()
+        incoming = await answered_call(system, phone, system.uri(transport="tls"))
+        via = next(h.value for h in incoming.data.sip_headers if h.name.lower() == "via")
+        assert via.upper().startswith("SIP/2.0/TLS"), via
+        call_id = incoming.data.call_id
+        async with system.sideband(call_id) as app:
+            phone.press("3")
+            assert [e["event"] for e in await digits(app, 1)] == ["3"]
+            await system.api.realtime.calls.hangup(call_id)
+            assert await closes(app)
+        assert await settled(lambda: phone.call_closed_reason() is not None)
 
 
 # --------------------------------------------------------------------------- control API

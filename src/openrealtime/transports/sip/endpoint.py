@@ -278,6 +278,12 @@ class SipEndpoint(SipHandler):
             )
             await stack.start()
             self.stacks.append(stack)
+        if self.services.engines.stt.name == "pocketsphinx":
+            _log.warning(
+                "phone audio is narrowband (8 kHz) and PocketSphinx's model is not: it mishears "
+                "callers. Use --stt faster-whisper (pip install 'openrealtime[whisper]') for "
+                "phone calls (docs/sip.md)"
+            )
         _log.info(
             "SIP listening on %s (%s); webhook %s",
             ", ".join(f"{s.kind} {host}:{s.transport.local_addr[1]}" for s in self.stacks),
