@@ -28,7 +28,6 @@ import ipaddress
 import logging
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +36,9 @@ from aiosipua import IncomingCall, negotiate_sdp
 from aiosipua.sdp_negotiate import SdpNegotiationError
 
 from openrealtime.core.ids import RandomIds
-from openrealtime.logging_setup import SessionLogger
 from openrealtime.transports.base import SessionRequest
 from openrealtime.transports.call_directory import CallDirectory, DirectoryUnavailable
+from openrealtime.transports.sip.call import CallActionError, SipCall
 from openrealtime.transports.sip.media import PAYLOAD_TYPES, SipMedia
 from openrealtime.transports.sip.signalling import (
     AUTH_HEADERS,
@@ -58,26 +57,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CallActionError", "SipCall", "SipEndpoint"]
 
+
 _log = logging.getLogger(__name__)
 _ids = RandomIds()
-
-BYE_WAIT_S = 2.0
-"""How long the end of a call waits for the answer to its BYE."""
-TRANSFER_WAIT_S = 30.0
-"""How long a REFER's transfer may take before the call is left to the agent again."""
-
-
-class CallActionError(Exception):
-    """A call-control request that cannot be done (the route answers it as a REST error)."""
-
-    def __init__(
-        self, status: int, message: str, code: str | None = None, param: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
 
 
 @dataclass
@@ -90,130 +72,6 @@ class _Ringing:
     headers: list[tuple[str, str]]
     timer: asyncio.TimerHandle | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-
-
-class SipCall:
-    """One answered SIP call: its media, its session, its dialog.
-
-    Registered in the :class:`CallRegistry` like a WebRTC call (``transport``, ``driver``,
-    ``log``, :meth:`hangup`, :meth:`run`), so sidebands and hangup work alike.
-    """
-
-    def __init__(
-        self,
-        call_id: str,
-        stack: SipStack,
-        sip: IncomingCall,
-        transport: CallTransport,
-        media: SipMedia,
-        driver: SessionDriver,
-        release: Callable[[], Awaitable[None]],
-    ) -> None:
-        self.id = call_id
-        self.stack = stack
-        self.sip = sip
-        self.transport = transport
-        self.media = media
-        self.driver = driver
-        self.log = SessionLogger(_log, driver.session.id)
-        self._release = release
-        self._keep: asyncio.Task[None] | None = None
-        self.caller_left = False
-        self.transfer: asyncio.Future[int] | None = None
-
-    def hangup(self, reason: str = "hung up") -> None:
-        """End the call (``POST …/hangup``, shutdown); :meth:`run` then sends the BYE."""
-        self.transport.end(reason)
-
-    def caller_hung_up(self) -> None:
-        """The caller sent BYE (already answered)."""
-        self.caller_left = True
-        self.transport.end("caller hung up")
-
-    async def run(self) -> None:
-        """Serve the session until the call ends, then hang up and release the call."""
-        self.log.info("%s: SIP call started", self.id)
-        try:
-            await self.driver.run()
-        except Exception:
-            self.log.exception("%s: session failed", self.id)
-        finally:
-            self.transport.end("session ended")
-            await self.media.end()
-            if not self.caller_left:
-                await self._bye()
-            self.stack.forget(self.sip)
-            await self._release()
-            stats = self.media.stats
-            self.log.info(
-                "%s: SIP call ended (%s); RTP received %s, sent %s, dropped from elsewhere %s",
-                self.id,
-                self.transport.end_reason,
-                stats.get("packets_received"),
-                stats.get("sent_frames"),
-                stats.get("foreign_packets"),
-            )
-
-    async def _bye(self) -> None:
-        if self.sip.dialog.state.value != "confirmed":
-            return
-        answer = self.stack.send_in_dialog(self.sip, "BYE")
-        self.sip.dialog.terminate()
-        try:
-            async with asyncio.timeout(BYE_WAIT_S):
-                response = await answer
-            self.log.info("%s: BYE answered %d", self.id, response.status_code)
-        except (TimeoutError, asyncio.CancelledError):
-            self.log.info("%s: BYE not answered within %g s", self.id, BYE_WAIT_S)
-
-    async def refer(self, target: str) -> None:
-        """Send a REFER to ``target``; the call ends once the transfer succeeds.
-
-        Raises:
-            CallActionError: the caller refused the REFER or did not answer it.
-        """
-        loop = asyncio.get_running_loop()
-        self.transfer = loop.create_future()
-        answer = self.stack.send_in_dialog(
-            self.sip,
-            "REFER",
-            [("Refer-To", f"<{target}>"), ("Referred-By", f"<{self.sip.callee}>")],
-        )
-        try:
-            async with asyncio.timeout(10.0):
-                response = await answer
-        except TimeoutError:
-            raise CallActionError(
-                504, "The caller did not answer the transfer (REFER).", "sip_refer_timeout"
-            ) from None
-        if response.status_code >= 300:
-            raise CallActionError(
-                409,
-                f"The caller refused the transfer: {response.status_code} "
-                f"{response.reason_phrase}.",
-                "sip_refer_rejected",
-            )
-        self.log.info("%s: REFER to %s accepted (%d)", self.id, target, response.status_code)
-        task = loop.create_task(self._await_transfer())
-        self._keep = task
-
-    async def _await_transfer(self) -> None:
-        assert self.transfer is not None
-        try:
-            async with asyncio.timeout(TRANSFER_WAIT_S):
-                status = await self.transfer
-        except TimeoutError:
-            self.log.warning("%s: transfer not confirmed in %g s", self.id, TRANSFER_WAIT_S)
-            return
-        if 200 <= status < 300:
-            self.hangup(f"transferred ({status})")
-        else:
-            self.log.info("%s: transfer failed (%d); the call goes on", self.id, status)
-
-    def transfer_progress(self, status: int) -> None:
-        """A NOTIFY of the transfer's progress."""
-        if status >= 200 and self.transfer is not None and not self.transfer.done():
-            self.transfer.set_result(status)
 
 
 class SipEndpoint(SipHandler):
@@ -473,6 +331,7 @@ class SipEndpoint(SipHandler):
         self._finish_ringing(ringing, None)
         sip.accept(answer)
         live = SipCall(call_id, ringing.stack, sip, transport, media, driver, release)
+        live.media_format = (rtp_port, payload_type, dtmf)
         self._live[call_id] = live
         self.registry.start(live, directory=self.directory)
         live.log.info("%s: accepted (%s, model %s)", call_id, PAYLOAD_TYPES[payload_type], model)
@@ -538,9 +397,29 @@ class SipEndpoint(SipHandler):
             call._send_response(481, "Call/Transaction Does Not Exist")
             return
         offer = call.sdp_offer if call.invite.body else None
-        if offer is not None and offer.rtp_address is not None:
-            live.media.update_remote(offer.rtp_address)
-        call.accept(call.sdp_answer)
+        if offer is None:  # no offer: ours is the last answer, and the ACK answers it
+            call.accept(call.sdp_answer)
+            return
+        port, payload_type, dtmf = live.media_format
+        try:
+            answer, _ = negotiate_sdp(
+                offer,
+                self.config.sip_host or self.config.host,
+                port,
+                supported_codecs=[payload_type],  # the call keeps its codec
+                dtmf_payload_type=dtmf,
+                advertised_ip=self.config.sip_advertise,
+            )
+        except SdpNegotiationError:
+            call._send_response(488, "Not Acceptable Here")
+            return
+        address = offer.rtp_address
+        if address is not None and address[0] not in ("0.0.0.0", "::"):  # not old-style hold
+            live.media.update_remote(address)
+        live.log.info(
+            "%s: re-INVITE answered (%s)", live.id, answer.audio.direction if answer.audio else "?"
+        )
+        call.accept(answer)
 
     def on_bye(self, call: IncomingCall) -> None:
         """The caller hung up."""

@@ -179,8 +179,12 @@ class TlsSipTransport(TcpSipTransport):
 
 @dataclass
 class _Seen:
+    """A request handled: when, from where, and the last answer to it."""
+
     at: float
+    source: tuple[str, int]
     response: SipResponse | None = None
+    record_route: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -309,7 +313,7 @@ class SipStack:
             if isinstance(msg, SipResponse):
                 self._on_response(msg)
                 return
-            if self._absorbed(msg):
+            if self._absorbed(msg, addr):
                 return
             if not self._authorized(msg):
                 return
@@ -333,8 +337,12 @@ class SipStack:
         branch = (vias[0].branch or "") if vias else ""
         return (msg.call_id or "", branch, cseq.method.upper() if cseq else "")
 
-    def _absorbed(self, request: SipRequest) -> bool:
-        """Whether ``request`` retransmits one already handled (its last answer is resent)."""
+    def _absorbed(self, request: SipRequest, source: tuple[str, int]) -> bool:
+        """Whether ``request`` retransmits one already handled (its last answer is resent).
+
+        A new request is remembered with where it came from (TCP answers go back on that
+        connection) and, for an INVITE, its Record-Route (copied into our 18x and 2xx).
+        """
         method = request.method.upper()
         if method == "ACK":
             vias = request.via
@@ -344,8 +352,6 @@ class SipStack:
                 task.cancel()
                 return True
             return False
-        if method == "CANCEL":
-            return False
         now = time.monotonic()
         if len(self._seen) > 256:
             self._seen = {k: v for k, v in self._seen.items() if now - v.at < TRANSACTION_S}
@@ -353,9 +359,11 @@ class SipStack:
         seen = self._seen.get(key)
         if seen is not None:
             if seen.response is not None:
-                self._send_reply(seen.response)
+                self._send(seen.response, seen)
             return True
-        self._seen[key] = _Seen(now)
+        seen = self._seen[key] = _Seen(now, source)
+        if method == "INVITE":
+            seen.record_route = list(request.headers.get("record-route"))
         return False
 
     def _on_response(self, response: SipResponse) -> None:
@@ -431,7 +439,12 @@ class SipStack:
     # ---------------------------------------------------------------- sending
 
     def _reply(self, response: SipResponse) -> None:
-        """Every response the library sends: remembered, Contact fixed, Timer G armed."""
+        """Every response the library sends: remembered, completed, Timer G armed.
+
+        Completed: ``Contact`` gets our transport on TCP/TLS, and an INVITE's 18x and 2xx
+        carry its Record-Route (RFC 3261 §12.1.1; the library leaves it out, so the caller's
+        ACK and BYE would bypass the proxies).
+        """
         key = self._key(response)
         seen = self._seen.get(key)
         if seen is not None:
@@ -440,8 +453,18 @@ class SipStack:
         if contact and self.reliable and "transport=" not in contact:
             fixed = contact.replace(">", f";transport={self.kind}>", 1)
             response.headers.set_single("Contact", fixed)
-        self._send_reply(response)
         cseq = response.cseq
+        if (
+            seen is not None
+            and seen.record_route
+            and cseq is not None
+            and cseq.method.upper() == "INVITE"
+            and 100 < response.status_code < 300
+            and not response.headers.get("record-route")
+        ):
+            for route in seen.record_route:
+                response.headers.append("Record-Route", route)
+        self._send(response, seen)
         if (
             not self.reliable
             and cseq is not None
@@ -452,6 +475,18 @@ class SipStack:
             if branch and branch not in self._resends:
                 task = asyncio.get_running_loop().create_task(self._timer_g(response, branch))
                 self._resends[branch] = task
+
+    def _send(self, response: SipResponse, seen: _Seen | None) -> None:
+        """Send an answer: over TCP/TLS on the request's connection, over UDP by its Via.
+
+        The library routes every answer by the Via, which over TCP names the peer's listening
+        port, not the connection the request came on: a proxy's answer would be lost.
+        """
+        if self.reliable and seen is not None:
+            with contextlib.suppress(RuntimeError):  # that connection closed: try the Via
+                self.transport.send(response, seen.source)
+                return
+        self._send_reply(response)
 
     async def _timer_g(self, response: SipResponse, branch: str) -> None:
         """Resend a non-2xx INVITE answer until its ACK (RFC 3261 §17.2.1)."""
