@@ -224,10 +224,10 @@ def create_app(
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
+            await call_registry(app).close_all()  # calls are not HTTP connections (BYE sent)
             if sip is not None:
-                await sip.stop()  # ringing calls are declined; live ones end just below
-            await call_registry(app).close_all()  # calls are not HTTP connections
-            app.state.sip = None
+                await sip.stop()  # ringing calls are declined 503, then SIP stops listening
+                app.state.sip = None
             if directory is not None:
                 await directory.close()
                 app.state.call_directory = None

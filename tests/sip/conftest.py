@@ -119,29 +119,34 @@ def application(inbox: asyncio.Queue[Any]) -> FastAPI:
 async def phone_system(
     engines: Engines, workdir: Path, **config_fields: Any
 ) -> AsyncIterator[PhoneSystem]:
-    """The server with SIP on a free port, its application, and the official client."""
+    """The server with SIP on a free port, its application, and the official client.
+
+    The phones outlive the server (stopped last), so they see its shutdown as callers would.
+    """
     inbox: asyncio.Queue[Any] = asyncio.Queue()
-    async with running_server(application(inbox)) as hook_base:
-        sip_port = free_sip_port()
-        fields: dict[str, Any] = {
-            "api_keys": (API_KEY,),
-            "sip_port": sip_port,
-            "sip_host": "127.0.0.1",
-            "webhook_url": f"{hook_base}/hook",
-            "webhook_secret": SECRET,
-            **config_fields,
-        }
-        app = create_app(Config(**fields), engines)
-        # HTTP stays plain even when the config has a certificate (for SIP over TLS)
-        async with running_server(app, config=Config()) as base:
-            api = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=API_KEY)
-            system = PhoneSystem(base, sip_port, api, app, workdir, inbox)
-            try:
-                yield system
-            finally:
-                for phone in system.phones:
-                    phone.stop()
-                await api.close()
+    phones: list[Baresip] = []
+    try:
+        async with running_server(application(inbox)) as hook_base:
+            sip_port = free_sip_port()
+            fields: dict[str, Any] = {
+                "api_keys": (API_KEY,),
+                "sip_port": sip_port,
+                "sip_host": "127.0.0.1",
+                "webhook_url": f"{hook_base}/hook",
+                "webhook_secret": SECRET,
+                **config_fields,
+            }
+            app = create_app(Config(**fields), engines)
+            # HTTP stays plain even when the config has a certificate (for SIP over TLS)
+            async with running_server(app, config=Config()) as base:
+                api = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=API_KEY)
+                try:
+                    yield PhoneSystem(base, sip_port, api, app, workdir, inbox, phones)
+                finally:
+                    await api.close()
+    finally:
+        for phone in phones:
+            phone.stop()
 
 
 def phone_audio(folder: Path, *parts: str | float) -> Path:

@@ -464,3 +464,15 @@ async def test_a_call_through_proxies_as_a_trunk_sends_it(
         assert await settled(lambda: phone.call_closed_reason() is not None), hop.log[-3000:]
         assert phone.call_closed_reason() == "Connection reset by peer"  # our BYE got there
         assert "relay ACK" in next_hop.log  # the caller's ACK followed our Record-Route
+
+
+async def test_a_server_shutting_down_hangs_up_and_declines(vad: SileroVad, tmp_path: Path) -> None:
+    async with phone_system(engines_with(vad), tmp_path) as system:
+        talking, ringing = system.phone(), system.phone(user="carol")
+        await answered_call(system, talking)
+        ringing.dial(system.uri())
+        await system.incoming()
+    assert await settled(lambda: talking.call_closed_reason() is not None)
+    assert talking.call_closed_reason() == "Connection reset by peer"  # a BYE, not silence
+    assert await settled(lambda: ringing.call_closed_reason() is not None)
+    assert ringing.call_closed_reason() == "503 Service Unavailable"
