@@ -459,6 +459,11 @@ class Config:
                 base64.b64decode(self.webhook_secret[6:], validate=True)
             except binascii.Error:
                 raise ValueError("webhook_secret: the part after 'whsec_' is not base64") from None
+        if (self.sip_host or self.host) in _WILDCARDS and not self.sip_advertise:
+            raise ValueError(
+                "sip_port on a wildcard address needs sip_advertise: the address callers send "
+                "their audio to (it goes in the SDP and Contact)"
+            )
         if self.worker_count > 1:
             raise ValueError(
                 "sip_port needs --workers 1: SIP and its RTP are served by one process (run a "

@@ -71,6 +71,7 @@ async def test_a_phone_caller_hears_the_answer(phone_engines: Engines, tmp_path:
     answer = done["output"][0]["content"][0]["transcript"]
     assert answer.strip(), done
 
+    phone.stop()  # baresip completes its recording's WAV header when the call is torn down
     recording = phone.heard()
     assert recording is not None
     pcm, rate = read_wav(recording.read_bytes())

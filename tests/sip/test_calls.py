@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -154,6 +155,7 @@ async def test_a_call_is_announced_accepted_answered_keyed_and_hung_up(
         assert await settled(lambda: phone.call_closed_reason() is not None), phone.log[-2000:]
         assert phone.call_closed_reason() == "Connection reset by peer"  # our BYE
         assert await closes(app)  # the sideband ends with the call
+    phone.stop()  # baresip completes its recording's WAV header when the call is torn down
     heard = phone.heard()
     assert heard is not None
     hz, rms = dominant_hz(heard)
@@ -356,32 +358,78 @@ async def test_sources_outside_the_allow_list_are_ignored(vad: SileroVad, tmp_pa
         assert sum(stack.dropped for stack in system.sip.stacks) > 0
 
 
+def mutations(count: int, reply_port: int) -> list[bytes]:
+    """Broken and odd INVITEs: cut short, bytes flipped, lines dropped or doubled, huge."""
+    rng = random.Random(12)
+    out: list[bytes] = []
+    for n in range(count):
+        lines = [
+            "INVITE sip:agent@127.0.0.1 SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{reply_port};branch=z9hG4bKfuzz{n}",
+            f"From: <sip:fuzz@127.0.0.1>;tag={n}",
+            "To: <sip:agent@127.0.0.1>",
+            f"Call-ID: fuzz-{n}",
+            "CSeq: 1 INVITE",
+            "Contact: <sip:fuzz@127.0.0.1>",
+            "Content-Type: application/sdp",
+        ]
+        body = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 9 RTP/AVP 0\r\n"
+        kind = n % 5
+        if kind == 0:
+            rng.shuffle(lines)
+        elif kind == 1:
+            del lines[rng.randrange(1, len(lines))]
+        elif kind == 2:
+            lines.insert(rng.randrange(1, len(lines)), lines[rng.randrange(1, len(lines))])
+        elif kind == 3:
+            lines.append("X-Huge: " + "a" * rng.choice([100, 5000, 60000]))
+        head = "\r\n".join([*lines, f"Content-Length: {len(body)}", "", body]).encode()
+        if kind == 4 or rng.random() < 0.3:
+            data = bytearray(head)
+            for _ in range(rng.randrange(1, 20)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            head = bytes(data[: rng.randrange(1, len(data) + 1)])
+        out.append(head)
+    return out
+
+
 async def test_malformed_sip_and_foreign_rtp_break_nothing(system: PhoneSystem) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
-        raw.settimeout(2)
-        raw.sendto(b"\x00\xff garbage \r\n\r\n", ("127.0.0.1", system.sip_port))
-        bad_invite = (
+    phone = system.phone()
+    call_id = (await answered_call(system, phone)).data.call_id  # a call that must live on
+    live = system.sip._live[call_id]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fuzzer:
+        fuzzer.bind(("127.0.0.1", 0))
+        fuzzer.setblocking(False)  # the server runs in this loop: never block it
+        loop = asyncio.get_running_loop()
+        bad_cseq = (
             "INVITE sip:agent@127.0.0.1 SIP/2.0\r\n"
-            "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbad\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{fuzzer.getsockname()[1]};branch=z9hG4bKbad\r\n"
             "From: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:agent@127.0.0.1>\r\n"
             "Call-ID: bad\r\nCSeq: notanumber INVITE\r\nContent-Length: 0\r\n\r\n"
         )
-        raw.sendto(bad_invite.encode(), ("127.0.0.1", system.sip_port))
-    phone = system.phone()
-    call_id = (await answered_call(system, phone)).data.call_id
-    live = system.sip._live[call_id]
-    port = live.media._rtp._rtp_transport._transport.get_extra_info("sockname")[1]
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        fuzzer.sendto(bad_cseq.encode(), ("127.0.0.1", system.sip_port))
+        answer = await asyncio.wait_for(loop.sock_recv(fuzzer, 65536), 5)
+        assert answer.startswith(b"SIP/2.0 400"), answer[:80]
+        assert b"Call-ID: bad" in answer and b"CSeq: notanumber INVITE" in answer
+        for data in mutations(300, fuzzer.getsockname()[1]):
+            await loop.sock_sendto(fuzzer, data[:65000], ("127.0.0.1", system.sip_port))
+            await asyncio.sleep(0.002)
+        await loop.sock_sendto(fuzzer, b"\x00\xff garbage \r\n\r\n", ("127.0.0.1", system.sip_port))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:  # audio from elsewhere
         for seq in range(50):
             packet = bytes([0x80, 0, seq >> 8, seq & 255]) + bytes(8) + bytes(160)
-            stranger.sendto(packet, ("127.0.0.1", port))
-            stranger.sendto(b"\x80", ("127.0.0.1", port))
+            stranger.sendto(packet, live.media.local)
+            stranger.sendto(b"\x80", live.media.local)
     async with system.sideband(call_id) as app:
         phone.press("5")
         assert [e["event"] for e in await digits(app, 1)] == ["5"]
     assert live.media.stats["foreign_packets"] >= 100
     await system.api.realtime.calls.hangup(call_id)
     assert await settled(lambda: phone.call_closed_reason() is not None)
+    while not system.webhooks.empty():  # fuzzed INVITEs that were still valid rang too
+        system.webhooks.get_nowait()
+    second = system.phone(user="bob")
+    await answered_call(system, second)  # and the server takes calls as before
 
 
 # --------------------------------------------------------------------------- barge-in
@@ -423,6 +471,7 @@ async def test_barge_in_cuts_the_answer_where_the_caller_stopped_hearing_it(
             assert 500 < truncated["audio_end_ms"] < full_ms / 2, truncated
             await system.api.realtime.calls.hangup(call_id)
         assert await settled(lambda: phone.call_closed_reason() is not None)
+    phone.stop()  # baresip completes its recording's WAV header when the call is torn down
     heard = phone.heard()
     assert heard is not None
     # the phone heard the answer for as long as the item now says it lasted (20 ms windows,

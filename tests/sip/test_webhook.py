@@ -161,6 +161,9 @@ def test_sip_settings_are_checked() -> None:
         _config(sip_allow=("not-a-network",), **hook)
     with pytest.raises(ValueError, match="together"):
         _config(sip_username="trunk", **hook)
+    with pytest.raises(ValueError, match="sip_advertise"):
+        _config(host="0.0.0.0", **hook)
+    assert _config(host="0.0.0.0", sip_advertise="203.0.113.7", **hook).sip_advertise
     with pytest.raises(ValueError, match="--workers 1"):
         _config(workers=2, redis_url="redis://localhost:6379/0", **hook)
     config = Config.from_env(

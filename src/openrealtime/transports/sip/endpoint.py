@@ -62,6 +62,10 @@ _log = logging.getLogger(__name__)
 _ids = RandomIds()
 
 
+MAX_RINGING = 200
+"""Calls ringing at once (waiting for the application) before new INVITEs get ``503``."""
+
+
 @dataclass
 class _Ringing:
     """A call announced to the application, not yet accepted or rejected."""
@@ -180,6 +184,13 @@ class SipEndpoint(SipHandler):
             c.payload_type in PAYLOAD_TYPES for c in audio.codecs
         ):
             call.reject(488, "Not Acceptable Here")  # SRTP, or no G.711
+            stack.forget(call)
+            return
+        if len(self._ringing) >= MAX_RINGING:
+            _log.warning(
+                "%d calls ringing already; INVITE from %s declined", MAX_RINGING, call.caller
+            )
+            call.reject(503, "Service Unavailable")
             stack.forget(call)
             return
         call_id = "rtc_" + secrets.token_hex(16)

@@ -145,6 +145,8 @@ class SipMedia:
         rtp.on_dtmf = lambda digit, _duration: self._digit(digit)
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
         self.sent_frames = 0
+        self.local: tuple[str, int] = ("", 0)
+        """Our RTP address (the SDP answer's)."""
 
     @classmethod
     async def open(
@@ -176,7 +178,9 @@ class SipMedia:
         )
         assert isinstance(rtp, _GuardedRtp)
         rtp.expected_host = remote[0]
-        return cls(rtp, on_digit)
+        media = cls(rtp, on_digit)
+        media.local = local
+        return media
 
     @property
     def playback(self) -> PlaybackBuffer:

@@ -40,8 +40,13 @@ from typing import Any, Protocol
 
 from aiosipua import IncomingCall, SipUAS
 from aiosipua.header_codec import parse_auth
-from aiosipua.message import SipRequest, SipResponse
-from aiosipua.transport import SipTransport, TcpSipTransport, UdpSipTransport
+from aiosipua.message import SipMessage, SipRequest, SipResponse
+from aiosipua.transport import (
+    SipTransport,
+    TcpSipTransport,
+    UdpSipTransport,
+    _stamp_via_received,
+)
 from aiosipua.utils import format_addr
 
 __all__ = [
@@ -63,6 +68,9 @@ TRANSACTION_S = 32.0
 """64·T1: how long a transaction is retransmitted (and remembered)."""
 NONCE_TTL_S = 300
 """How long a digest nonce stays valid."""
+
+_ECHOED = frozenset({"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"})
+"""Header fields a response repeats from its request (long and compact names)."""
 
 AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
 """Headers never passed on to the application (the webhook's ``sip_headers``)."""
@@ -112,6 +120,36 @@ def header_lines(raw: bytes) -> list[tuple[str, str]]:
             name, _, value = line.partition(":")
             fields.append((name.strip(), value.strip()))
     return fields
+
+
+class _OncePerSecond(logging.Filter):
+    """Lets one record a second through per logger (errors always).
+
+    The SIP and RTP libraries log every malformed packet: a flood of packets would be a flood
+    of log lines.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = 0.0
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if record.levelno >= logging.ERROR or now - self._last >= 1.0:
+            self._last = now
+            return True
+        self.dropped += 1
+        return False
+
+
+def quiet_library_logs() -> None:
+    """Rate-limit the loggers of aiosipua and aiortp (idempotent)."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("aiosipua", "aiortp"):
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _OncePerSecond) for f in logger.filters):
+                logger.addFilter(_OncePerSecond())
 
 
 class SipHandler(Protocol):
@@ -263,20 +301,11 @@ class SipStack:
         uas.on_cancel = lambda request, _addr: self._handler.on_cancel(request.call_id or "")
         uas.on_transfer_progress = self._handler.on_transfer_progress
         await uas.start()
-        dispatch = self.transport._dispatch
-
-        def keep_raw(data: bytes, addr: tuple[str, int]) -> None:
-            self.last_raw = data  # read by the handler while this message is dispatched
-            try:
-                dispatch(data, addr)
-            finally:
-                self.last_raw = b""
-
-        self.transport._dispatch = keep_raw  # type: ignore[method-assign]
+        quiet_library_logs()
         inner = self.transport.on_message
         assert inner is not None
         self._send_reply: Callable[[SipResponse], None] = self.transport.send_reply
-        self.transport.on_message = lambda msg, addr: self._receive(inner, msg, addr)
+        self.transport._dispatch = lambda data, addr: self._dispatch(inner, data, addr)  # type: ignore[method-assign]
         self.transport.send_reply = self._reply  # type: ignore[method-assign]
 
     def _new_call(self, call: IncomingCall) -> None:
@@ -300,35 +329,55 @@ class SipStack:
 
     # ---------------------------------------------------------------- receiving
 
-    def _receive(
+    def _dispatch(
         self,
         inner: Callable[[SipRequest | SipResponse, tuple[str, int]], None],
-        msg: SipRequest | SipResponse,
+        data: bytes,
         addr: tuple[str, int],
     ) -> None:
+        """Every message received, in place of the transport's own dispatch.
+
+        The source is checked first; then the library parses and handles the message. What it
+        cannot parse or handle gets ``400`` when it can be answered, and one log line a second
+        at most (the library logs a traceback per packet).
+        """
         if not self.security.allows(addr[0]):
             self.dropped += 1  # silently: a 403 would confirm that a SIP server listens here
             return
+        self.last_raw = data  # read by the handler while this message is dispatched
         try:
+            msg = SipMessage.parse(data)
             if isinstance(msg, SipResponse):
                 self._on_response(msg)
                 return
-            if self._absorbed(msg, addr):
-                return
-            if not self._authorized(msg):
+            _stamp_via_received(msg, addr)
+            if self._absorbed(msg, addr) or not self._authorized(msg):
                 return
             inner(msg, addr)
-        except Exception as exc:  # malformed headers raise deep inside the library
-            self._complain(f"SIP {getattr(msg, 'method', 'message')} from {addr[0]}: {exc!r}")
-            if isinstance(msg, SipRequest) and msg.method.upper() != "ACK":
-                with contextlib.suppress(Exception):
-                    self.uas._send_error(msg, 400, "Bad Request")
+        except Exception as exc:  # a parse error, or malformed headers deep in the library
+            self._complain(f"bad SIP message from {addr[0]}: {exc!r}")
+            self._bad_request(data, addr)
+        finally:
+            self.last_raw = b""
+
+    def _bad_request(self, raw: bytes, addr: tuple[str, int]) -> None:
+        """Answer ``400`` to a request nobody could handle, from its header lines as sent."""
+        if not raw[:16].isascii() or raw.startswith((b"SIP/", b"ACK ")):
+            return  # a response, an ACK or binary noise: never answered
+        fields = [(n, v) for n, v in header_lines(raw) if n.lower() in _ECHOED]
+        if not any(n.lower() in ("via", "v") for n, _ in fields):
+            return  # nowhere to send it
+        text = "SIP/2.0 400 Bad Request\r\n"
+        text += "".join(f"{name}: {value}\r\n" for name, value in fields)
+        text += "Content-Length: 0\r\n\r\n"
+        with contextlib.suppress(Exception):
+            self.transport.send(text.encode("utf-8", "replace"), addr)  # type: ignore[arg-type]
 
     def _complain(self, text: str) -> None:
         now = time.monotonic()
         if now - self._last_complaint >= 1.0:
             self._last_complaint = now
-            _log.warning("%s (answered 400; further ones within 1 s not logged)", text)
+            _log.warning("%s (further ones within 1 s not logged)", text)
 
     @staticmethod
     def _key(msg: SipRequest | SipResponse) -> tuple[str, str, str]:
