@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from openrealtime.cli import _add_serve_flags
+from openrealtime.cli_flags import add_serve_flags
 from tests.helpers.cli_server import FAKE_ENGINES, cli_server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -47,7 +47,7 @@ def test_the_python_example_prints_the_answer(tmp_path: Path) -> None:
 
 def test_the_synopsis_lists_every_flag_and_engine() -> None:
     parser = argparse.ArgumentParser()
-    _add_serve_flags(parser)
+    add_serve_flags(parser)
     text = README.read_text(encoding="utf-8")
     synopsis = text[text.index("openrealtime serve [") : text.index("openrealtime models list")]
     for action in parser._actions:
