@@ -172,3 +172,10 @@ def test_up_then_down_is_the_input_delayed_30_5_samples() -> None:
     ideal = _sine(3000, 24000, 4800, delay=30.5) + _sine(7000, 24000, 4800, amp=8000, delay=30.5)
     error = (out - ideal)[200:]
     assert _db(_rms(error) / _rms(ideal)) < -65
+
+
+def test_an_empty_or_partial_chunk_gives_nothing_yet() -> None:
+    assert HalfbandUpsampler().process(b"") == b""
+    down = HalfbandDownsampler()
+    assert down.process(b"\x01\x00") == b""  # half a pair: waits for its partner
+    assert len(down.process(b"\x01\x00")) == 2

@@ -140,6 +140,8 @@ class HalfbandUpsampler:
             Twice as many samples, at 48 kHz.
         """
         x = _to_float(self._carry.whole(pcm16))
+        if not len(x):  # np.convolve would swap its arguments and invent two samples
+            return b""
         out = np.empty(2 * len(x))
         # Zero-stuffed input filtered with 2 * taps: the even outputs see only the side taps,
         # the odd outputs only the centre tap (2 * 0.5), i.e. the input delayed.
@@ -174,6 +176,8 @@ class HalfbandDownsampler:
         """
         x = _to_float(self._carry.whole(pcm16))
         pairs = len(x) // 2
+        if not pairs:  # np.convolve would swap its arguments and invent samples
+            return b""
         # Output k = filter output at input sample 2k + 1: the side taps (at even indices) see
         # the odd input samples, the centre tap (index 31) the even input sample 15 pairs back.
         side = np.convolve(self._odd.extend(x[1::2]), _SIDE, mode="valid")

@@ -3,9 +3,10 @@
 aiortp keeps the RTP session (sequence numbers, timestamps, SSRC, RTCP reports, a reordering
 jitter buffer, RFC 4733 ``telephone-event`` digits); this module decides what goes in and out:
 
-- **in**: the caller's PCMU/PCMA, decoded by :class:`G711` (``audio/g711.py``, the one G.711
-  of the project), resampled 8 → 24 kHz, is the session's input (``MediaPort``); every digit
-  pressed is handed to ``on_digit``;
+- **in**: the caller's PCMU/PCMA, put in order by :class:`InOrder` (no wait unless a packet
+  is missing), decoded by :class:`G711` (``audio/g711.py``, the one G.711 of the project),
+  resampled 8 → 24 kHz (``audio/thirdband.py``: 2 ms, no block), is the session's input
+  (``MediaPort``); every digit pressed is handed to ``on_digit``;
 - **out**: every 20 ms, on an absolute clock, one frame is read from the call's output buffer
   (``runtime.playback.PlaybackBuffer``, which knows what has been played, design.md decision
   5), resampled 24 → 8 kHz, encoded and sent. Silence is sent while nothing plays: a trunk
@@ -25,10 +26,12 @@ from collections.abc import Callable
 
 from aiortp import RTPSession
 from aiortp.codecs.base import Codec
+from aiortp.jitterbuffer import JitterFrame
+from aiortp.packet import RtpPacket
 
 from openrealtime.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from openrealtime.audio.pcm import SESSION_RATE
-from openrealtime.audio.resample import StreamResampler
+from openrealtime.audio.thirdband import ThirdbandDownsampler, ThirdbandUpsampler
 from openrealtime.runtime.playback import PlaybackBuffer
 
 __all__ = ["FRAME_MS", "G711", "PAYLOAD_TYPES", "RATE", "SipMedia"]
@@ -46,7 +49,10 @@ _FRAME_SAMPLES = RATE * FRAME_MS // 1000
 _FRAME_BYTES = _FRAME_SAMPLES * 2
 _READ_BYTES = SESSION_RATE * FRAME_MS // 1000 * 2
 _MAX_LAG_S = 0.2
-"""If the loop falls this far behind, restart the clock instead of sending a burst."""
+"""The most the sender catches up on at once when the loop fell behind: past it, the clock
+moves on (those frames are sent late rather than in one burst, and none is dropped); a
+restart instead sent one frame per wake-up and collapsed to a tenth of real time under
+overload (``bench/sip.py``)."""
 _INPUT_QUEUE = 250
 """Input chunks (20 ms each) kept for a session that lags: 5 s, then the oldest go."""
 
@@ -83,6 +89,78 @@ class G711(Codec):
         return ulaw_decode(payload) if self._mu else alaw_decode(payload)
 
 
+class InOrder:
+    """The receive buffer of a call's audio, in place of aiortp's ``JitterBuffer``.
+
+    Each packet is a frame, released in sequence order as soon as it is next.
+    aiortp's buffer completes a frame only when a packet with the next timestamp arrives (it
+    assembles video frames too), so every audio frame waited one packet (20 ms) even with no
+    prefetch. Here, at a gap, at most ``reorder`` later packets wait for the missing one; one
+    more and it counts as lost (the frame after it says how many, for concealment). A jump of
+    ``capacity`` packets or more restarts the buffer, as does one of 100 or more back.
+    Telephone-event and comfort-noise packets mark their sequence number as taken.
+
+    Implements what aiortp's session calls: ``add``, ``mark_non_media``, ``reset``,
+    ``capacity``; frames beyond the first that one packet releases wait in :attr:`extra`.
+    """
+
+    _MAX_MISORDER = 100
+
+    def __init__(self, capacity: int = 16, reorder: int = 1) -> None:
+        self.capacity = capacity
+        self.reorder = reorder
+        self._next: int | None = None
+        self._held: dict[int, RtpPacket | None] = {}
+        self.extra: list[JitterFrame] = []
+
+    def reset(self) -> None:
+        """Forget everything (a new SSRC)."""
+        self._next = None
+        self._held.clear()
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        """Take an audio packet; the first frame it releases (``False``: no picture loss)."""
+        return False, self._take(packet.sequence_number, packet)
+
+    def mark_non_media(self, sequence_number: int) -> JitterFrame | None:
+        """A sequence number used by a telephone-event or comfort-noise packet."""
+        return self._take(sequence_number, None)
+
+    def _take(self, seq: int, packet: RtpPacket | None) -> JitterFrame | None:
+        if self._next is None:
+            self._next = seq
+        ahead = (seq - self._next) & 0xFFFF
+        behind = (self._next - seq) & 0xFFFF
+        if behind and behind < ahead:  # late, or already released
+            if behind < self._MAX_MISORDER:
+                return None
+            self.reset()
+            self._next = seq
+        elif ahead >= self.capacity:
+            self.reset()
+            self._next = seq
+        if seq in self._held:
+            return None  # a duplicate
+        self._held[seq] = packet
+        frames: list[JitterFrame] = []
+        lost = 0
+        while self._held:
+            if self._next in self._held:
+                got = self._held.pop(self._next)
+                if got is not None:
+                    frames.append(JitterFrame(got.payload, got.timestamp, lost))
+                    lost = 0
+            elif len(self._held) > self.reorder:
+                lost += 1  # give up on the missing packet
+            else:
+                break
+            self._next = (self._next + 1) & 0xFFFF
+        if not frames:
+            return None
+        self.extra.extend(frames[1:])
+        return frames[0]
+
+
 class _GuardedRtp(RTPSession):
     """aiortp's session, taking packets from one source only and never raising out of them."""
 
@@ -98,6 +176,10 @@ class _GuardedRtp(RTPSession):
             return
         try:
             super()._handle_rtp(data, addr)
+            buffer = self._jitter_buffer
+            if isinstance(buffer, InOrder):
+                while buffer.extra:  # frames a late packet released behind the first
+                    self._deliver_audio_frame(buffer.extra.pop(0))
         except Exception:  # aiortp's DTMF parser raises on short payloads
             self.broken += 1
 
@@ -136,8 +218,8 @@ class SipMedia:
         self._rtp = rtp
         self._playback = PlaybackBuffer()
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._upsampler = StreamResampler(RATE, SESSION_RATE)
-        self._downsampler = StreamResampler(SESSION_RATE, RATE)
+        self._upsampler = ThirdbandUpsampler()  # 2 ms each way; soxr's stream held ~60 ms
+        self._downsampler = ThirdbandDownsampler()
         self._out = bytearray()
         self._ended = False
         self._on_digit = on_digit
@@ -173,10 +255,10 @@ class SipMedia:
             payload_type=payload_type,
             codec=G711(payload_type),
             dtmf_payload_type=dtmf_payload_type,
-            jitter_prefetch=0,  # in order: at once; reordered: waits for the gap (no 80 ms)
             cname="openrealtime",
         )
         assert isinstance(rtp, _GuardedRtp)
+        rtp._jitter_buffer = InOrder()  # type: ignore[assignment]  # see InOrder
         rtp.expected_host = remote[0]
         media = cls(rtp, on_digit)
         media.local = local
@@ -239,8 +321,8 @@ class SipMedia:
             wait = start + frames * FRAME_MS / 1000 - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            elif wait < -_MAX_LAG_S:
-                start, frames = loop.time(), 0
+            elif wait < -_MAX_LAG_S:  # an overloaded loop: catch up on at most 200 ms at once
+                start -= wait + _MAX_LAG_S
             frames += 1
             self._out += self._downsampler.process(self._playback.read(_READ_BYTES))
             if len(self._out) >= _FRAME_BYTES:
