@@ -555,6 +555,51 @@ async def loop_lag(into: list[float], stop: asyncio.Event) -> None:
         into.append((time.monotonic() - t - 0.01) * 1000)
 
 
+async def measured_window(
+    level: Level, window_s: float, server_pid: int, server_cpu: int | None
+) -> tuple[float, float]:
+    """Wait ``window_s`` while measuring the server's and this process's CPU and this loop's
+    lag into ``level``; the window's start and end (``time.monotonic``)."""
+    lags: list[float] = []
+    stop = asyncio.Event()
+    ticker = asyncio.create_task(loop_lag(lags, stop))
+    cpu0, core0 = tree_cpu_seconds(server_pid), cpu_times(server_cpu)
+    self0, t0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(window_s)
+    self1, t1 = time.process_time(), time.monotonic()
+    cpu1, core1 = tree_cpu_seconds(server_pid), cpu_times(server_cpu)
+    stop.set()
+    await ticker
+    level.window_s = window = t1 - t0
+    own, kids = tree_cpu_delta(cpu0, cpu1)
+    level.server_cpu = own / window * 100
+    level.children_cpu = kids / window * 100
+    level.client_cpu = (self1 - self0) / window * 100
+    total = core1["total"] - core0["total"]
+    if server_cpu is not None and total > 0:
+        tasks = (core1["tasks"] - core0["tasks"]) / total * 100
+        level.others_cpu = max(0.0, tasks - level.server_cpu - level.children_cpu)
+    level.loop_lag_p99 = percentile(lags, 99)
+    return t0, t1
+
+
+def tally_call(
+    level: Level, arrivals: list[float], events: asyncio.Queue[Any], t0: float, t1: float
+) -> float:
+    """Add one call's received rate and gaps in ``[t0, t1]`` to ``level`` (and count an answer
+    that ended early); the call's gap p99."""
+    times = [t for t in arrivals if t0 <= t <= t1]
+    level.rates.append(len(times) / ((t1 - t0) * 1000 / CHUNK_MS))
+    edges = [t0, *times, t1]
+    gaps = [(b - a) * 1000 for a, b in zip(edges, edges[1:], strict=False)]
+    level.gaps += gaps
+    while not events.empty():
+        _, event = events.get_nowait()
+        if event["type"] == "output_audio_buffer.stopped":
+            level.ended_early += 1
+    return percentile(gaps, 99)
+
+
 async def capacity_level(
     base: str, calls: int, args: argparse.Namespace, server_pid: int, server_cpu: int | None
 ) -> Level:
@@ -595,44 +640,14 @@ async def capacity_level(
         if level.errors:
             return level
         await asyncio.sleep(args.settle)
-        lags: list[float] = []
-        stop = asyncio.Event()
-        ticker = asyncio.create_task(loop_lag(lags, stop))
         for peer in peers:
             peer.drain_events()
             peer.packet_times.clear()
             peer.recording = True
-        cpu0, core0 = tree_cpu_seconds(server_pid), cpu_times(server_cpu)
-        self0, t0 = time.process_time(), time.monotonic()
-        await asyncio.sleep(args.window)
-        self1, t1 = time.process_time(), time.monotonic()
-        cpu1, core1 = tree_cpu_seconds(server_pid), cpu_times(server_cpu)
+        t0, t1 = await measured_window(level, args.window, server_pid, server_cpu)
         for peer in peers:
             peer.recording = False
-        stop.set()
-        await ticker
-        level.window_s = window = t1 - t0
-        own, kids = tree_cpu_delta(cpu0, cpu1)
-        level.server_cpu = own / window * 100
-        level.children_cpu = kids / window * 100
-        level.client_cpu = (self1 - self0) / window * 100
-        total = core1["total"] - core0["total"]
-        if server_cpu is not None and total > 0:
-            tasks = (core1["tasks"] - core0["tasks"]) / total * 100
-            level.others_cpu = max(0.0, tasks - level.server_cpu - level.children_cpu)
-        level.loop_lag_p99 = percentile(lags, 99)
-        per_call_p99: list[float] = []
-        for peer in peers:
-            times = [t for t in peer.packet_times if t0 <= t <= t1]
-            level.rates.append(len(times) / (window * 1000 / CHUNK_MS))
-            edges = [t0, *times, t1]
-            gaps = [(b - a) * 1000 for a, b in zip(edges, edges[1:], strict=False)]
-            level.gaps += gaps
-            per_call_p99.append(percentile(gaps, 99))
-            while not peer.events.empty():
-                _, event = peer.events.get_nowait()
-                if event["type"] == "output_audio_buffer.stopped":
-                    level.ended_early += 1
+        per_call_p99 = [tally_call(level, peer.packet_times, peer.events, t0, t1) for peer in peers]
         level.worst_call_p99 = max(per_call_p99, default=float("nan"))
         return level
     finally:
@@ -670,17 +685,18 @@ def capacity_table(levels: list[Level]) -> str:
 # ----------------------------------------------------------------------------- main
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def call_bench_parser(doc: str, levels: str) -> argparse.ArgumentParser:
+    """The flags this benchmark shares with ``bench/sip.py`` (part 1 pairs, part 2 levels)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=20, help="text pairs (part 1; 20)")
     parser.add_argument(
         "--audio-turns", type=int, default=10, help="spoken-question pairs (part 1; 10)"
     )
     parser.add_argument(
         "--levels",
-        default="1,5,10,20,30,40,60,80",
+        default=levels,
         help="concurrent calls per capacity level, comma-separated; 0 to skip part 2 "
-        "(default 1,5,10,20,30,40,60,80; stops after the first level that falls behind)",
+        f"(default {levels}; stops after the first level that falls behind)",
     )
     parser.add_argument("--window", type=float, default=8.0, help="seconds counted per level (8)")
     parser.add_argument(
@@ -690,28 +706,37 @@ def main() -> None:
         "--keep-going", action="store_true", help="run every level, even after one fell behind"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/client CPUs")
+    parser.add_argument("--server-log", type=Path, help="keep the server's log in this file")
+    return parser
+
+
+def spoken_questions(audio_turns: int) -> list[Utterance]:
+    """The flite questions of part 1 (exits when flite is missing and they are asked for)."""
+    if audio_turns <= 0:
+        return []
+    if shutil.which("flite") is None:
+        sys.exit(
+            "flite is needed for the spoken questions (apt-get install flite), or --audio-turns 0"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        return [synthesize(q, Path(tmp)) for q in QUESTIONS]
+
+
+def main() -> None:
+    parser = call_bench_parser(__doc__, "1,5,10,20,30,40,60,80")
     parser.add_argument(
         "--small-client-buffer",
         action="store_true",
         help="the caller uses a 1-packet jitter buffer instead of aiortc's 4-packet default",
     )
-    parser.add_argument("--server-log", type=Path, help="keep the server's log in this file")
     args = parser.parse_args()
     global SMALL_CLIENT_BUFFER
     SMALL_CLIENT_BUFFER = args.small_client_buffer
     levels = [int(x) for x in args.levels.split(",") if x.strip() and int(x) > 0]
-    if args.audio_turns > 0 and shutil.which("flite") is None:
-        sys.exit(
-            "flite is needed for the spoken questions (apt-get install flite), or --audio-turns 0"
-        )
-
     print_machine()
     server_cpu, client_cpu = (None, None) if args.no_pin else default_cpus()
     pin_self(client_cpu)
-    questions: list[Utterance] = []
-    if args.audio_turns > 0:
-        with tempfile.TemporaryDirectory() as tmp:
-            questions = [synthesize(q, Path(tmp)) for q in QUESTIONS]
+    questions = spoken_questions(args.audio_turns)
     extra = ["--stt", "fake", "--llm", "fake", "--tts", "fake", "--api-key", API_KEY]
     started = time.monotonic()
     with serve("silero", cpu=server_cpu, extra_args=extra) as server:
