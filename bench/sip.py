@@ -125,6 +125,7 @@ from webrtc import (
 )
 
 from openrealtime.audio.resample import StreamResampler, resample
+from openrealtime.audio.thirdband import ThirdbandDownsampler, ThirdbandUpsampler
 
 API_KEY = "sk-bench-sip"
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
@@ -572,12 +573,11 @@ def latency_table(results: dict[str, list[Pair]]) -> str:
     return "\n".join(lines)
 
 
-def release_pattern(in_rate: int, out_rate: int, chunks: int = 15) -> str:
-    """What the server's streaming resampler gives back for each 20 ms fed in (ms of audio, in
-    steady state): it holds audio until it has a block, which delays SIP audio both ways."""
-    resampler = StreamResampler(in_rate, out_rate)
-    chunk = bytes(in_rate * CHUNK_MS // 1000 * 2)
-    out = [len(resampler.process(chunk)) / 2 * 1000 / out_rate for _ in range(chunks)]
+def release_pattern(resampler: Any, chunks: int = 15) -> str:
+    """What a streaming resampler gives back for each 20 ms fed in (ms of audio, in steady
+    state): one that holds audio until it has a block delays SIP audio by it."""
+    chunk = bytes(resampler.in_rate * CHUNK_MS // 1000 * 2)
+    out = [len(resampler.process(chunk)) / 2 * 1000 / resampler.out_rate for _ in range(chunks)]
     return ", ".join(f"{ms:.0f}" for ms in out[-9:])
 
 
@@ -787,11 +787,13 @@ def main() -> None:
             "a real phone's playout buffer comes on top (not measured: the packet's arrival is)."
         )
         print(
-            "- The server's `StreamResampler` gives back, per 20 ms fed in (ms): 24 → 8 kHz "
-            f"(answers) {release_pattern(RATE, PHONE_RATE)}; 8 → 24 kHz (the caller) "
-            f"{release_pattern(PHONE_RATE, RATE)}: audio waits inside it for a block. aiortp's "
-            "jitter buffer (the server's input, and `on_audio` above) hands a frame on only when "
-            "the next packet arrives (+20 ms)."
+            "- Per 20 ms fed in, the server's third-band resamplers (`audio/thirdband.py`) give "
+            f"back (ms): 24 → 8 kHz {release_pattern(ThirdbandDownsampler())}; 8 → 24 kHz "
+            f"{release_pattern(ThirdbandUpsampler())}; soxr's stream (`StreamResampler`, used "
+            f"before) {release_pattern(StreamResampler(RATE, PHONE_RATE))} and "
+            f"{release_pattern(StreamResampler(PHONE_RATE, RATE))}: it held audio for a block. "
+            "The client's aiortp jitter buffer (`on_audio` above) hands a frame on only when the "
+            "next packet arrives (+20 ms); the server's input uses its own in-order buffer."
         )
         print()
     if done:
