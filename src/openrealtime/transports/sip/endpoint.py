@@ -107,6 +107,7 @@ class SipEndpoint(SipHandler):
         self._by_sip: dict[str, str] = {}
         """SIP Call-ID → our call id, for ringing and live calls."""
         self._live: dict[str, SipCall] = {}
+        self._background: set[asyncio.Task[Any]] = set()
 
     # ---------------------------------------------------------------- lifetime
 
@@ -261,9 +262,13 @@ class SipEndpoint(SipHandler):
                 ringing.sip.dialog.terminate()
             ringing.stack.forget(ringing.sip)
             if self.directory is not None:
-                directory = self.directory
-                task = asyncio.get_running_loop().create_task(directory.release(ringing.id))
-                self._release_task = task
+                self._spawn(self.directory.release(ringing.id))
+
+    def _spawn(self, coroutine: Any) -> None:
+        """Run a coroutine in the background, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ---------------------------------------------------------------- actions
 
@@ -292,13 +297,22 @@ class SipEndpoint(SipHandler):
             ),
             101,
         )
-        rtp_port, _ = await self.ports.allocate()
+        try:
+            rtp_port, _ = await self.ports.allocate()
+        except Exception as exc:  # every port of --sip-rtp-ports is taken
+            _log.warning("%s: no RTP port to answer with: %s", call_id, exc)
+            raise CallActionError(
+                503, "No audio port is free on this server (--sip-rtp-ports).", "sip_no_rtp_port"
+            ) from None
 
         async def release() -> None:
             await self.ports.release(rtp_port)
-            live = self._live.pop(call_id, None)
-            if live is not None:
-                self._by_sip.pop(live.sip.call_id, None)
+
+        async def finished() -> None:  # the call's end: its port, and our records of it
+            await release()
+            if self._live.get(call_id) is live:
+                del self._live[call_id]
+                self._by_sip.pop(sip.call_id, None)
 
         try:
             answer, payload_type = negotiate_sdp(
@@ -325,10 +339,10 @@ class SipEndpoint(SipHandler):
             dtmf_payload_type=dtmf,
             on_digit=lambda digit: holder[0].dtmf(digit) if holder else None,
         )
-        if ringing.id not in self._ringing:  # the caller gave up meanwhile
+        if ringing.id not in self._ringing:  # the caller gave up, or another accept won
             await media.end()
             await release()
-            raise _not_ringing(call_id, False)
+            raise _not_ringing(call_id, call_id in self._live)
         request = SessionRequest(kind="realtime", model=model, session_label=_ids.new("sess"))
         try:
             driver = SessionDriver(
@@ -341,7 +355,7 @@ class SipEndpoint(SipHandler):
         holder.append(driver)
         self._finish_ringing(ringing, None)
         sip.accept(answer)
-        live = SipCall(call_id, ringing.stack, sip, transport, media, driver, release)
+        live = SipCall(call_id, ringing.stack, sip, transport, media, driver, finished)
         live.media_format = (rtp_port, payload_type, dtmf)
         self._live[call_id] = live
         self.registry.start(live, directory=self.directory)
@@ -449,9 +463,7 @@ class SipEndpoint(SipHandler):
             _log.info("%s: cancelled by the caller", ringing.id)
             self._finish_ringing(ringing, None)
             if self.directory is not None:
-                directory = self.directory
-                task = asyncio.get_running_loop().create_task(directory.release(ringing.id))
-                self._release_task = task
+                self._spawn(self.directory.release(ringing.id))
 
     def on_transfer_progress(self, call_id: str, status: int, reason: str) -> None:
         """NOTIFY of a transfer."""
