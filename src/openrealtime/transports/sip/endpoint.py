@@ -109,13 +109,18 @@ class SipEndpoint(SipHandler):
         self._live: dict[str, SipCall] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
+    @property
+    def _host(self) -> str:
+        """The interface SIP and RTP listen on (``--sip-host``, else ``--host``)."""
+        return self.config.sip_host or self.config.host
+
     # ---------------------------------------------------------------- lifetime
 
     async def start(self) -> None:
         """Listen on UDP and TCP (and TLS on the next port with the server's certificate)."""
         config = self.config
         port = config.sip_port
-        host = config.sip_host or config.host
+        host = self._host
         security = SipSecurity(
             allow=tuple(ipaddress.ip_network(n, strict=False) for n in config.sip_allow) or None,
             username=config.sip_username,
@@ -163,11 +168,6 @@ class SipEndpoint(SipHandler):
         await self.webhooks.close()
 
     # ---------------------------------------------------------------- INVITE
-
-    @property
-    def _media_host(self) -> str:
-        config = self.config
-        return config.sip_advertise or config.sip_host or config.host
 
     def on_invite(self, stack: SipStack, call: IncomingCall) -> None:
         """A new call: check it, ring, announce it."""
@@ -253,13 +253,12 @@ class SipEndpoint(SipHandler):
             task.cancel()
         if status is not None:
             self._by_sip.pop(ringing.sip.call_id, None)
-            if ringing.sip._answered:
-                pass
-            elif headers is None:
-                ringing.sip.reject(status, reason)  # the standard reason phrase when empty
-            else:
-                ringing.sip._send_response(status, reason, extra_headers=headers)
-                ringing.sip.dialog.terminate()
+            if not ringing.sip._answered:
+                if headers is None:
+                    ringing.sip.reject(status, reason)  # the standard reason phrase when empty
+                else:
+                    ringing.sip._send_response(status, reason, extra_headers=headers)
+                    ringing.sip.dialog.terminate()
             ringing.stack.forget(ringing.sip)
             if self.directory is not None:
                 self._spawn(self.directory.release(ringing.id))
@@ -317,7 +316,7 @@ class SipEndpoint(SipHandler):
         try:
             answer, payload_type = negotiate_sdp(
                 offer,
-                self.config.sip_host or self.config.host,
+                self._host,
                 rtp_port,
                 supported_codecs=list(PAYLOAD_TYPES),
                 dtmf_payload_type=dtmf,
@@ -333,7 +332,7 @@ class SipEndpoint(SipHandler):
         transport.without_channel()  # a phone call's events go to sidebands only
         holder: list[SessionDriver] = []
         media = await SipMedia.open(
-            local=(self.config.sip_host or self.config.host, rtp_port),
+            local=(self._host, rtp_port),
             remote=offer.rtp_address,
             payload_type=payload_type,
             dtmf_payload_type=dtmf,
@@ -429,7 +428,7 @@ class SipEndpoint(SipHandler):
         try:
             answer, _ = negotiate_sdp(
                 offer,
-                self.config.sip_host or self.config.host,
+                self._host,
                 port,
                 supported_codecs=[payload_type],  # the call keeps its codec
                 dtmf_payload_type=dtmf,
