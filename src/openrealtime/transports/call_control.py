@@ -32,10 +32,10 @@ from openrealtime.transports.call_directory import (
     DirectoryUnavailable,
     call_directory,
 )
+from openrealtime.transports.rest import CallRequestError
 from openrealtime.transports.webrtc import (
     CALLS_PATH,
     DIRECTORY_DOWN,
-    CallRequestError,
     authenticate_call,
     call_error,
     call_registry,
@@ -128,8 +128,6 @@ async def _act_here(
     request: Request, services: Services, action: str, call_id: str, body: dict[str, Any]
 ) -> Response | None:
     """Do ``action`` if this process holds the call; ``None`` when it does not."""
-    from openrealtime.transports.sip.endpoint import CallActionError
-
     ok = Response(status_code=200, headers=cors_headers(request))
     sip: SipEndpoint | None = getattr(request.app.state, "sip", None)
     if action == "hangup":
@@ -162,9 +160,7 @@ async def _act_here(
                     param="target_uri",
                 )
             await sip.refer(call_id, target)
-    except CallActionError as exc:
-        return call_error(request, exc.status, exc.message, exc.code, exc.param)
-    except ProtocolError as exc:
+    except ProtocolError as exc:  # a bad session config; CallRequestError goes to the caller
         return call_error(request, 400, exc.message, exc.code, exc.param)
     return ok
 

@@ -25,7 +25,13 @@ from openrealtime.protocol.errors import rest_error_body
 if TYPE_CHECKING:
     from openrealtime.config import Config
 
-__all__ = ["NO_KEY_MESSAGE", "http_auth_error", "http_credential", "openai_error"]
+__all__ = [
+    "NO_KEY_MESSAGE",
+    "CallRequestError",
+    "http_auth_error",
+    "http_credential",
+    "openai_error",
+]
 
 NO_KEY_MESSAGE = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
@@ -37,6 +43,26 @@ _SECRET_ON_REST_MESSAGE = (
     "Incorrect API key provided: {key}. Client secrets (ek_…) only open Realtime sessions; "
     "use an API key for this endpoint."
 )
+
+
+class CallRequestError(Exception):
+    """A call-control request that is refused: the route answers it with :func:`openai_error`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status: int = 400,
+        type_: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+        self.status = status
+        self.type = type_
 
 
 def openai_error(

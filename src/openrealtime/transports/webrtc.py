@@ -61,7 +61,7 @@ from openrealtime.transports.call_directory import (
     DirectoryUnavailable,
     call_directory,
 )
-from openrealtime.transports.rest import NO_KEY_MESSAGE, openai_error
+from openrealtime.transports.rest import NO_KEY_MESSAGE, CallRequestError, openai_error
 from openrealtime.transports.webrtc_calls import (
     EVENTS_CHANNEL,
     Call,
@@ -83,7 +83,6 @@ __all__ = [
     "EVENTS_CHANNEL",
     "Call",
     "CallRegistry",
-    "CallRequestError",
     "CallTransport",
     "authenticate_call",
     "call_error",
@@ -120,26 +119,6 @@ def _new_call_id() -> str:
 
 
 # --------------------------------------------------------------------------- HTTP
-
-
-class CallRequestError(Exception):
-    """A call route's request that is refused (answered as an OpenAI-shaped REST error)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        param: str | None = None,
-        status: int = 400,
-        type_: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.param = param
-        self.status = status
-        self.type = type_
 
 
 def cors_headers(request: Request) -> dict[str, str]:

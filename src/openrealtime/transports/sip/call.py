@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aiosipua import IncomingCall
 
 from openrealtime.logging_setup import SessionLogger
+from openrealtime.transports.rest import CallRequestError
 from openrealtime.transports.sip.media import SipMedia
 from openrealtime.transports.sip.signalling import SipStack
 from openrealtime.transports.webrtc_calls import CallTransport
@@ -24,7 +25,7 @@ from openrealtime.transports.webrtc_calls import CallTransport
 if TYPE_CHECKING:
     from openrealtime.runtime.driver import SessionDriver
 
-__all__ = ["BYE_WAIT_S", "TRANSFER_WAIT_S", "CallActionError", "SipCall"]
+__all__ = ["BYE_WAIT_S", "TRANSFER_WAIT_S", "SipCall"]
 
 _log = logging.getLogger("openrealtime.transports.sip.endpoint")
 
@@ -32,19 +33,6 @@ BYE_WAIT_S = 2.0
 """How long the end of a call waits for the answer to its BYE."""
 TRANSFER_WAIT_S = 30.0
 """How long a REFER's transfer may take before the call is left to the agent again."""
-
-
-class CallActionError(Exception):
-    """A call-control request that cannot be done (the route answers it as a REST error)."""
-
-    def __init__(
-        self, status: int, message: str, code: str | None = None, param: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
 
 
 class SipCall:
@@ -127,7 +115,7 @@ class SipCall:
         """Send a REFER to ``target``; the call ends once the transfer succeeds.
 
         Raises:
-            CallActionError: the caller refused the REFER or did not answer it.
+            CallRequestError: the caller refused the REFER or did not answer it.
         """
         loop = asyncio.get_running_loop()
         self.transfer = loop.create_future()
@@ -140,15 +128,17 @@ class SipCall:
             async with asyncio.timeout(10.0):
                 response = await answer
         except TimeoutError:
-            raise CallActionError(
-                504, "The caller did not answer the transfer (REFER).", "sip_refer_timeout"
+            raise CallRequestError(
+                "The caller did not answer the transfer (REFER).",
+                code="sip_refer_timeout",
+                status=504,
             ) from None
         if response.status_code >= 300:
-            raise CallActionError(
-                409,
+            raise CallRequestError(
                 f"The caller refused the transfer: {response.status_code} "
                 f"{response.reason_phrase}.",
-                "sip_refer_rejected",
+                code="sip_refer_rejected",
+                status=409,
             )
         self.log.info("%s: REFER to %s accepted (%d)", self.id, target, response.status_code)
         task = loop.create_task(self._await_transfer())

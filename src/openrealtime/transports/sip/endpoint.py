@@ -38,7 +38,8 @@ from aiosipua.sdp_negotiate import SdpNegotiationError
 from openrealtime.core.ids import RandomIds
 from openrealtime.transports.base import SessionRequest
 from openrealtime.transports.call_directory import CallDirectory, DirectoryUnavailable
-from openrealtime.transports.sip.call import CallActionError, SipCall
+from openrealtime.transports.rest import CallRequestError
+from openrealtime.transports.sip.call import SipCall
 from openrealtime.transports.sip.media import PAYLOAD_TYPES, SipMedia
 from openrealtime.transports.sip.signalling import (
     AUTH_HEADERS,
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from openrealtime.runtime.driver import SessionDriver
     from openrealtime.services import Services
 
-__all__ = ["CallActionError", "SipCall", "SipEndpoint"]
+__all__ = ["SipCall", "SipEndpoint"]
 
 
 _log = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ class SipEndpoint(SipHandler):
         """Answer a ringing call and start its session.
 
         Raises:
-            CallActionError: no such ringing call, or no media could be set up.
+            CallRequestError: no such ringing call, or no media could be set up.
             ProtocolError: a bad session config (from the driver).
         """
         ringing = self._ringing.get(call_id)
@@ -300,8 +301,10 @@ class SipEndpoint(SipHandler):
             rtp_port, _ = await self.ports.allocate()
         except Exception as exc:  # every port of --sip-rtp-ports is taken
             _log.warning("%s: no RTP port to answer with: %s", call_id, exc)
-            raise CallActionError(
-                503, "No audio port is free on this server (--sip-rtp-ports).", "sip_no_rtp_port"
+            raise CallRequestError(
+                "No audio port is free on this server (--sip-rtp-ports).",
+                code="sip_no_rtp_port",
+                status=503,
             ) from None
 
         async def release() -> None:
@@ -325,7 +328,7 @@ class SipEndpoint(SipHandler):
         except SdpNegotiationError as exc:
             await release()
             self._finish_ringing(ringing, 488, "Not Acceptable Here")
-            raise CallActionError(400, f"The caller's offer cannot be answered: {exc}") from None
+            raise CallRequestError(f"The caller's offer cannot be answered: {exc}") from None
         from openrealtime.runtime.driver import SessionDriver
 
         transport = CallTransport()
@@ -364,14 +367,13 @@ class SipEndpoint(SipHandler):
         """Decline a ringing call with ``status_code``.
 
         Raises:
-            CallActionError: no such ringing call, or a status code that does not decline.
+            CallRequestError: no such ringing call, or a status code that does not decline.
         """
         if not 400 <= status_code <= 699:
-            raise CallActionError(
-                400,
+            raise CallRequestError(
                 f"Invalid 'status_code': {status_code}. Use a SIP final status from 400 to 699.",
-                "invalid_value",
-                "status_code",
+                code="invalid_value",
+                param="status_code",
             )
         ringing = self._ringing.get(call_id)
         if ringing is None:
@@ -383,16 +385,15 @@ class SipEndpoint(SipHandler):
         """Transfer a call to ``target`` (REFER when live, ``302`` while ringing).
 
         Raises:
-            CallActionError: no such call, a bad target, or the caller refused.
+            CallRequestError: no such call, a bad target, or the caller refused.
         """
         if not target.lower().startswith(("sip:", "sips:", "tel:")) or any(
             c in target for c in "<>\r\n\"' "
         ):
-            raise CallActionError(
-                400,
+            raise CallRequestError(
                 f"Invalid 'target_uri': '{target}'. Use a sip:, sips: or tel: URI.",
-                "invalid_value",
-                "target_uri",
+                code="invalid_value",
+                param="target_uri",
             )
         ringing = self._ringing.get(call_id)
         if ringing is not None:
@@ -472,11 +473,14 @@ class SipEndpoint(SipHandler):
             live.transfer_progress(status)
 
 
-def _not_ringing(call_id: str, live: bool) -> CallActionError:
+def _not_ringing(call_id: str, live: bool) -> CallRequestError:
     if live:
-        return CallActionError(
-            409, f"Call '{call_id}' was already accepted.", "call_already_accepted", "call_id"
+        return CallRequestError(
+            f"Call '{call_id}' was already accepted.",
+            code="call_already_accepted",
+            param="call_id",
+            status=409,
         )
-    return CallActionError(
-        404, f"No pending call with id '{call_id}'.", "call_not_found", "call_id"
+    return CallRequestError(
+        f"No pending call with id '{call_id}'.", code="call_not_found", param="call_id", status=404
     )
