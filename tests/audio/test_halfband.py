@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from openrealtime.audio.halfband import (
@@ -14,35 +13,11 @@ from openrealtime.audio.halfband import (
     HalfbandUpsampler,
     halfband_taps,
 )
-
-F64 = npt.NDArray[np.float64]
-
-
-def _pcm(samples: F64) -> bytes:
-    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
-
-
-def _floats(pcm16: bytes) -> F64:
-    return np.frombuffer(pcm16, dtype="<i2").astype(np.float64)
-
-
-def _sine(freq: float, rate: int, n: int, amp: float = 16000.0, delay: float = 0) -> F64:
-    return amp * np.sin(2 * np.pi * freq * (np.arange(n) - delay) / rate)
-
-
-def _response_db(freqs_hz: F64) -> F64:
-    taps = halfband_taps()
-    w = 2 * np.pi * freqs_hz / 48000
-    h = np.exp(-1j * np.outer(w, np.arange(len(taps)))) @ taps
-    return np.asarray(20 * np.log10(np.maximum(np.abs(h), 1e-12)), dtype=np.float64)
+from tests.audio import signals as sg
 
 
 def _db(x: float) -> float:
     return float(20 * np.log10(max(x, 1e-12)))
-
-
-def _rms(x: F64) -> float:
-    return float(np.sqrt(np.mean(x**2)))
 
 
 # --------------------------------------------------------------------------- the filter
@@ -65,12 +40,14 @@ def test_taps_need_4k_plus_3(num_taps: int) -> None:
 
 
 def test_passband_is_flat_and_stopband_is_70_db_down() -> None:
-    passband = _response_db(np.linspace(0, 10000, 2001))
+    passband = sg.response_db(halfband_taps(), np.linspace(0, 10000, 2001), 48000)
     assert passband.max() - passband.min() < 0.01
     assert abs(passband[0]) < 1e-9  # DC gain 1
-    stopband = _response_db(np.linspace(14000, 24000, 2001))
+    stopband = sg.response_db(halfband_taps(), np.linspace(14000, 24000, 2001), 48000)
     assert stopband.max() < -70
-    assert _response_db(np.array([12000.0]))[0] == pytest.approx(-6.02, abs=0.01)
+    assert sg.response_db(halfband_taps(), np.array([12000.0]), 48000)[0] == pytest.approx(
+        -6.02, abs=0.01
+    )
 
 
 def test_delays_are_well_under_a_millisecond() -> None:
@@ -84,7 +61,7 @@ def test_delays_are_well_under_a_millisecond() -> None:
 def test_upsampler_delay_is_31_samples_at_48k() -> None:
     impulse = np.zeros(200)
     impulse[50] = 16000
-    out = _floats(HalfbandUpsampler().process(_pcm(impulse)))
+    out = sg.floats(HalfbandUpsampler().process(sg.pcm(impulse)))
     assert len(out) == 400
     assert int(np.argmax(out)) == 2 * 50 + DELAY_48K
     assert out[2 * 50 + DELAY_48K] == 16000  # the odd phase passes the input through
@@ -94,15 +71,15 @@ def test_upsampler_delay_is_31_samples_at_48k() -> None:
 
 
 def test_upsampled_tone_is_the_same_tone_at_48k_delayed_31_samples() -> None:
-    x = _sine(1000, 24000, 4800)
-    out = _floats(HalfbandUpsampler().process(_pcm(x)))
-    ideal = _sine(1000, 48000, 9600, delay=DELAY_48K)
+    x = sg.sine(1000, 24000, 4800)
+    out = sg.floats(HalfbandUpsampler().process(sg.pcm(x)))
+    ideal = sg.sine(1000, 48000, 9600, delay=DELAY_48K)
     error = (out - ideal)[200:]  # past the start-up transient
-    assert _db(_rms(error) / _rms(ideal)) < -70
+    assert _db(sg.rms(error) / sg.rms(ideal)) < -70
 
 
 def test_upsampling_leaves_no_image_above_14_khz() -> None:
-    out = _floats(HalfbandUpsampler().process(_pcm(_sine(9000, 24000, 24000))))[2000:]
+    out = sg.floats(HalfbandUpsampler().process(sg.pcm(sg.sine(9000, 24000, 24000))))[2000:]
     spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
     freqs = np.fft.rfftfreq(len(out), 1 / 48000)
     tone = spectrum[np.abs(freqs - 9000) < 50].max()
@@ -114,19 +91,19 @@ def test_upsampling_leaves_no_image_above_14_khz() -> None:
 
 
 def test_downsampler_delay_is_15_samples_at_24k() -> None:
-    x = _sine(1000, 48000, 9600)
-    out = _floats(HalfbandDownsampler().process(_pcm(x)))
+    x = sg.sine(1000, 48000, 9600)
+    out = sg.floats(HalfbandDownsampler().process(sg.pcm(x)))
     assert len(out) == 4800
-    ideal = _sine(1000, 24000, 4800, delay=DELAY_24K)
+    ideal = sg.sine(1000, 24000, 4800, delay=DELAY_24K)
     error = (out - ideal)[100:]
-    assert _db(_rms(error) / _rms(ideal)) < -70
+    assert _db(sg.rms(error) / sg.rms(ideal)) < -70
 
 
 def test_downsampling_rejects_what_would_alias() -> None:
     # 16 kHz would fold to 8 kHz; 14 kHz to 10 kHz.
     for freq in (14000, 16000, 20000):
-        out = _floats(HalfbandDownsampler().process(_pcm(_sine(freq, 48000, 9600))))[100:]
-        assert _db(_rms(out) / 16000) < -66, freq  # -70 dB is about 1.6 LSB: rounding counts
+        out = sg.floats(HalfbandDownsampler().process(sg.pcm(sg.sine(freq, 48000, 9600))))[100:]
+        assert _db(sg.rms(out) / 16000) < -66, freq  # -70 dB is about 1.6 LSB: rounding counts
 
 
 # --------------------------------------------------------------------------- streaming
@@ -137,7 +114,7 @@ def test_downsampling_rejects_what_would_alias() -> None:
 )
 def test_chunked_stream_equals_one_pass(make: type, rate: int) -> None:
     rng = np.random.default_rng(1)
-    pcm = _pcm(_sine(440, rate, rate // 2) + rng.normal(0, 2000, rate // 2))
+    pcm = sg.pcm(sg.sine(440, rate, rate // 2) + rng.normal(0, 2000, rate // 2))
     whole = make().process(pcm)
     resampler = make()
     pieces = []
@@ -152,26 +129,28 @@ def test_chunked_stream_equals_one_pass(make: type, rate: int) -> None:
 def test_a_tone_in_frame_k_comes_out_in_frame_k() -> None:
     """20 ms frames in, 20 ms frames out, each at once: nothing is held for the next frame."""
     up, down = HalfbandUpsampler(), HalfbandDownsampler()
-    tone = _sine(1000, 24000, 480 * 3)
-    frames24 = [bytes(960)] * 3 + [_pcm(tone[i : i + 480]) for i in range(0, len(tone), 480)]
+    tone = sg.sine(1000, 24000, 480 * 3)
+    frames24 = [bytes(960)] * 3 + [sg.pcm(tone[i : i + 480]) for i in range(0, len(tone), 480)]
     for k, frame in enumerate(frames24):
-        frame48 = _floats(up.process(frame))
-        back = _floats(down.process(_pcm(frame48)))
+        frame48 = sg.floats(up.process(frame))
+        back = sg.floats(down.process(sg.pcm(frame48)))
         assert (len(frame48), len(back)) == (960, 480)
         if k < 3:
             assert not frame48.any() and not back.any(), k
         elif k == 3:  # the tone starts within this very frame, after the filters' delay
-            assert _rms(frame48[DELAY_48K:]) > 10000
-            assert _rms(back[DELAY_48K:]) > 10000
+            assert sg.rms(frame48[DELAY_48K:]) > 10000
+            assert sg.rms(back[DELAY_48K:]) > 10000
 
 
 def test_up_then_down_is_the_input_delayed_30_5_samples() -> None:
     """31 + 31 samples at 48 kHz, less the one the downsampler's phase gains: 30.5 at 24 kHz."""
-    x = _sine(3000, 24000, 4800) + _sine(7000, 24000, 4800, amp=8000)
-    out = _floats(HalfbandDownsampler().process(HalfbandUpsampler().process(_pcm(x))))
-    ideal = _sine(3000, 24000, 4800, delay=30.5) + _sine(7000, 24000, 4800, amp=8000, delay=30.5)
+    x = sg.sine(3000, 24000, 4800) + sg.sine(7000, 24000, 4800, amp=8000)
+    out = sg.floats(HalfbandDownsampler().process(HalfbandUpsampler().process(sg.pcm(x))))
+    ideal = sg.sine(3000, 24000, 4800, delay=30.5) + sg.sine(
+        7000, 24000, 4800, amp=8000, delay=30.5
+    )
     error = (out - ideal)[200:]
-    assert _db(_rms(error) / _rms(ideal)) < -65
+    assert _db(sg.rms(error) / sg.rms(ideal)) < -65
 
 
 def test_an_empty_or_partial_chunk_gives_nothing_yet() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from openrealtime.audio.resample import StreamResampler
@@ -15,31 +14,7 @@ from openrealtime.audio.thirdband import (
     ThirdbandUpsampler,
     thirdband_taps,
 )
-
-F64 = npt.NDArray[np.float64]
-
-
-def _pcm(samples: F64) -> bytes:
-    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
-
-
-def _floats(pcm16: bytes) -> F64:
-    return np.frombuffer(pcm16, dtype="<i2").astype(np.float64)
-
-
-def _sine(freq: float, rate: int, n: int, amp: float = 16000.0, delay: float = 0) -> F64:
-    return amp * np.sin(2 * np.pi * freq * (np.arange(n) - delay) / rate)
-
-
-def _response_db(freqs_hz: F64) -> F64:
-    taps = thirdband_taps()
-    w = 2 * np.pi * freqs_hz / 24000
-    h = np.exp(-1j * np.outer(w, np.arange(len(taps)))) @ taps
-    return np.asarray(20 * np.log10(np.maximum(np.abs(h), 1e-12)), dtype=np.float64)
-
-
-def _rms(x: F64) -> float:
-    return float(np.sqrt(np.mean(x**2)))
+from tests.audio import signals as sg
 
 
 def test_taps_are_a_linear_phase_third_band_filter() -> None:
@@ -54,38 +29,38 @@ def test_taps_are_a_linear_phase_third_band_filter() -> None:
 
 
 def test_flat_in_the_telephone_band_and_quiet_above_it() -> None:
-    passband = _response_db(np.linspace(0, 3400, 200))
+    passband = sg.response_db(thirdband_taps(), np.linspace(0, 3400, 200), 24000)
     assert np.max(np.abs(passband)) < 0.1, np.max(np.abs(passband))
-    stopband = _response_db(np.linspace(4600, 12000, 400))
+    stopband = sg.response_db(thirdband_taps(), np.linspace(4600, 12000, 400), 24000)
     assert np.max(stopband) < -60, np.max(stopband)
 
 
 @pytest.mark.parametrize("freq", [300.0, 1000.0, 3000.0])
 def test_upsampling_keeps_a_tone_with_the_stated_delay(freq: float) -> None:
     up = ThirdbandUpsampler()
-    tone = _sine(freq, 8000, 8000)
-    out = _floats(b"".join(up.process(_pcm(tone[i : i + 160])) for i in range(0, 8000, 160)))
+    tone = sg.sine(freq, 8000, 8000)
+    out = sg.floats(b"".join(up.process(sg.pcm(tone[i : i + 160])) for i in range(0, 8000, 160)))
     assert len(out) == 3 * len(tone)
-    expected = _sine(freq, 24000, len(out), delay=DELAY_24K)
+    expected = sg.sine(freq, 24000, len(out), delay=DELAY_24K)
     steady = slice(2 * NUM_TAPS, None)
-    assert _rms(out[steady] - expected[steady]) < 0.01 * _rms(expected[steady])
+    assert sg.rms(out[steady] - expected[steady]) < 0.01 * sg.rms(expected[steady])
 
 
 @pytest.mark.parametrize("freq", [300.0, 1000.0, 3000.0])
 def test_downsampling_keeps_a_tone_with_the_stated_delay(freq: float) -> None:
     down = ThirdbandDownsampler()
-    tone = _sine(freq, 24000, 24000)
-    out = _floats(b"".join(down.process(_pcm(tone[i : i + 480])) for i in range(0, 24000, 480)))
+    tone = sg.sine(freq, 24000, 24000)
+    out = sg.floats(b"".join(down.process(sg.pcm(tone[i : i + 480])) for i in range(0, 24000, 480)))
     assert len(out) == len(tone) // 3
-    expected = _sine(freq, 8000, len(out), delay=DELAY_8K)
+    expected = sg.sine(freq, 8000, len(out), delay=DELAY_8K)
     steady = slice(NUM_TAPS, None)
-    assert _rms(out[steady] - expected[steady]) < 0.01 * _rms(expected[steady])
+    assert sg.rms(out[steady] - expected[steady]) < 0.01 * sg.rms(expected[steady])
 
 
 def test_downsampling_removes_what_would_alias() -> None:
     down = ThirdbandDownsampler()
-    out = _floats(down.process(_pcm(_sine(6000, 24000, 24000))))  # folds to 2 kHz if kept
-    assert _rms(out[NUM_TAPS:]) < 16000 * 10 ** (-60 / 20)
+    out = sg.floats(down.process(sg.pcm(sg.sine(6000, 24000, 24000))))  # folds to 2 kHz if kept
+    assert sg.rms(out[NUM_TAPS:]) < 16000 * 10 ** (-60 / 20)
 
 
 def test_every_frame_comes_out_with_that_frame() -> None:

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import os
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from openrealtime.audio.wav import read_wav, wav_bytes
 from openrealtime.backends.base import Engines
 from openrealtime.config import Config
 from tests.conformance.conftest import Client
+from tests.helpers import polling
 from tests.helpers.baresip import Baresip, free_sip_port
 from tests.helpers.server import running_server
 
@@ -40,13 +40,8 @@ WAIT_S = 15.0
 
 
 async def settled(check: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    """Poll ``check`` until it holds (True) or ``timeout_s`` passes (False)."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
+    """:func:`tests.helpers.polling.settled`, with the SIP tests' longer default wait."""
+    return await polling.settled(check, timeout_s)
 
 
 @dataclass
