@@ -96,10 +96,9 @@ from _common import (
 from aiortp import RTPSession
 from aiortp.codecs import get_codec
 from aiortp.port_allocator import PortAllocator
-from aiosipua import SipUAC, SipUAS, UdpSipTransport
+from aiosipua import SipUAC, SipUAS
 from aiosipua.outgoing_call import OutgoingCall
 from aiosipua.sdp_negotiate import build_sdp
-from aiosipua.transport import _UdpProtocol
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from voice_latency import Utterance
@@ -126,6 +125,7 @@ from webrtc import (
 
 from openrealtime.audio.resample import StreamResampler, resample
 from openrealtime.audio.thirdband import ThirdbandDownsampler, ThirdbandUpsampler
+from openrealtime.transports.sip.signalling import UvUdpSipTransport
 
 API_KEY = "sk-bench-sip"
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
@@ -264,24 +264,6 @@ class Phone:
         await self.conn.send(event)
 
 
-class _Datagrams(_UdpProtocol):
-    """aiosipua's UDP protocol without its ``connection_made`` assertion, which fails on
-    Python 3.11's selector loop (its datagram transport is no ``asyncio.DatagramTransport``
-    there); ``UdpSipTransport.start`` sets the transport itself."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        pass
-
-
-class PhoneSipTransport(UdpSipTransport):
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(self), local_addr=self.local_addr
-        )
-        self._udp_transport = transport
-
-
 class _InLoopServer(uvicorn.Server):
     """uvicorn in this event loop, leaving the process's signal handlers alone."""
 
@@ -304,7 +286,7 @@ class Switchboard:
         """SIP Call-ID → future of the server's call id (from the webhook)."""
         self.phones: list[Phone] = []
         self.ports = PortAllocator(PHONE_PORTS)
-        self.transport = PhoneSipTransport(local_addr=("127.0.0.1", 0))
+        self.transport = UvUdpSipTransport(local_addr=("127.0.0.1", 0))
         self.uac = SipUAC(self.transport)
         self.uas = SipUAS(self.transport, uac=self.uac)
         self.mic_late = 0
