@@ -118,9 +118,9 @@ from webrtc import (
     call_bench_parser,
     item_create,
     measured_window,
+    paired_turns,
     spoken_questions,
     tally_call,
-    ws_turn,
 )
 
 from openrealtime.audio.resample import StreamResampler, resample
@@ -499,29 +499,19 @@ async def latency(
     try:
         async with board.api.realtime.connect(model="gpt-realtime") as conn:
             await conn.recv_bytes()  # session.created
-            for name, count in (("text", turns), ("audio", audio_turns)):
-                if count <= 0:
-                    continue
-                config = NO_VAD if name == "text" else SERVER_VAD
-                await conn.send({"type": "session.update", "session": config})
-                await phone.send({"type": "session.update", "session": config})
-                await asyncio.sleep(0.3)
-                pairs: list[Pair] = []
-                for i in range(count + 1):  # + 1 uncounted warm-up pair
-                    turn = None if name == "text" else questions[i % len(questions)]
-                    ws_ms = await ws_turn(conn, turn)
-                    await asyncio.sleep(0.2)
-                    sip_ms, decoded_ms, started_ms = await sip_turn(phone, turn)
-                    label = "warm-up" if i == 0 else f"{name} {i}"
-                    print(
-                        f"  {label}: WebSocket {ws_ms:.0f} ms, SIP {sip_ms:.0f} ms (decoded "
-                        f"{decoded_ms:.0f}, started {fmt(started_ms or float('nan'), 0)})",
-                        file=sys.stderr,
-                    )
-                    if i:
-                        pairs.append(Pair(ws_ms, sip_ms, decoded_ms, started_ms))
-                    await asyncio.sleep(0.2)
-                results[name] = pairs
+
+            def describe(sip_ms: float, decoded_ms: float | None, started: float | None) -> str:
+                return (
+                    f"SIP {sip_ms:.0f} ms (decoded {fmt(decoded_ms or float('nan'), 0)}, "
+                    f"started {fmt(started or float('nan'), 0)})"
+                )
+
+            counts = {"text": turns, "audio": audio_turns}
+            paired = await paired_turns(
+                conn, phone.send, lambda t: sip_turn(phone, t), counts, questions, describe
+            )
+            for name, runs in paired.items():
+                results[name] = [Pair(ws_ms, *other) for ws_ms, other in runs]
     finally:
         if not await board.hangup(phone):
             print("  the latency call did not end after its BYE", file=sys.stderr)

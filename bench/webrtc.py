@@ -66,6 +66,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -442,6 +443,44 @@ async def rtc_turn(peer: Peer, turn: Utterance | None) -> tuple[float, float | N
     return (t_frame - t_ref) * 1000, ms(t_packet), ms(started)
 
 
+TurnTimes = tuple[float, float | None, float | None]
+"""One call turn's ms: to the answer's audio, to its second measure point, to ``started``."""
+
+
+async def paired_turns(
+    conn: Any,
+    update: Callable[[dict[str, Any]], Awaitable[None]],
+    call_turn: Callable[[Utterance | None], Awaitable[TurnTimes]],
+    counts: dict[str, int],
+    questions: list[Utterance],
+    describe: Callable[[float, float | None, float | None], str],
+) -> dict[str, list[tuple[float, TurnTimes]]]:
+    """Part 1's pairs: each turn on the WebSocket ``conn``, then on the call, after one
+    uncounted warm-up pair per input (``text``: no VAD; ``audio``: server VAD and
+    ``questions``). ``update`` sends a client event over the call's events channel."""
+    results: dict[str, list[tuple[float, TurnTimes]]] = {}
+    for name, count in counts.items():
+        if count <= 0:
+            continue
+        config = NO_VAD if name == "text" else SERVER_VAD
+        await conn.send({"type": "session.update", "session": config})
+        await update({"type": "session.update", "session": config})
+        await asyncio.sleep(0.3)
+        runs: list[tuple[float, TurnTimes]] = []
+        for i in range(count + 1):  # + 1 uncounted warm-up pair
+            turn = None if name == "text" else questions[i % len(questions)]
+            ws_ms = await ws_turn(conn, turn)
+            await asyncio.sleep(0.2)
+            times = await call_turn(turn)
+            label = "warm-up" if i == 0 else f"{name} {i}"
+            print(f"  {label}: WebSocket {ws_ms:.0f} ms, {describe(*times)}", file=sys.stderr)
+            if i:
+                runs.append((ws_ms, times))
+            await asyncio.sleep(0.2)
+        results[name] = runs
+    return results
+
+
 async def latency(
     base: str, turns: int, audio_turns: int, questions: list[Utterance]
 ) -> dict[str, list[Pair]]:
@@ -452,30 +491,22 @@ async def latency(
         try:
             async with api.realtime.connect(model="gpt-realtime") as conn:
                 await conn.recv_bytes()  # session.created
-                for name, count in (("text", turns), ("audio", audio_turns)):
-                    if count <= 0:
-                        continue
-                    config = NO_VAD if name == "text" else SERVER_VAD
-                    await conn.send({"type": "session.update", "session": config})
-                    peer.send({"type": "session.update", "session": config})
-                    await asyncio.sleep(0.3)
-                    pairs: list[Pair] = []
-                    for i in range(count + 1):  # + 1 uncounted warm-up pair
-                        turn = None if name == "text" else questions[i % len(questions)]
-                        ws_ms = await ws_turn(conn, turn)
-                        await asyncio.sleep(0.2)
-                        rtc_ms, packet_ms, started_ms = await rtc_turn(peer, turn)
-                        label = "warm-up" if i == 0 else f"{name} {i}"
-                        print(
-                            f"  {label}: WebSocket {ws_ms:.0f} ms, WebRTC {rtc_ms:.0f} ms "
-                            f"(packet {fmt(packet_ms or float('nan'), 0)}, started "
-                            f"{fmt(started_ms or float('nan'), 0)})",
-                            file=sys.stderr,
-                        )
-                        if i:
-                            pairs.append(Pair(ws_ms, rtc_ms, packet_ms, started_ms))
-                        await asyncio.sleep(0.2)
-                    results[name] = pairs
+
+                async def update(event: dict[str, Any]) -> None:
+                    peer.send(event)
+
+                def describe(rtc_ms: float, packet_ms: float | None, started: float | None) -> str:
+                    return (
+                        f"WebRTC {rtc_ms:.0f} ms (packet {fmt(packet_ms or float('nan'), 0)}, "
+                        f"started {fmt(started or float('nan'), 0)})"
+                    )
+
+                counts = {"text": turns, "audio": audio_turns}
+                paired = await paired_turns(
+                    conn, update, lambda t: rtc_turn(peer, t), counts, questions, describe
+                )
+                for name, runs in paired.items():
+                    results[name] = [Pair(ws_ms, *other) for ws_ms, other in runs]
         finally:
             await peer.close()
             await api.close()
