@@ -115,6 +115,7 @@ from webrtc import (
     TEXT_PROMPT,
     WAIT_S,
     Level,
+    answers_started,
     call_bench_parser,
     item_create,
     measured_window,
@@ -595,17 +596,7 @@ async def capacity_level(
             await phone.send(item_create(text))
             await phone.send({"type": "response.create"})
 
-        async def until_started(phone: Phone) -> None:
-            while True:
-                _, event = await phone.next_event(WAIT_S + calls * 0.1)
-                if event["type"] == "output_audio_buffer.started":
-                    return
-                if event["type"] == "error":
-                    raise RuntimeError(f"error event: {event['error']}")
-
-        outcomes = await asyncio.gather(*(until_started(p) for p in phones), return_exceptions=True)
-        level.errors += [repr(o) for o in outcomes if isinstance(o, BaseException)]
-        if level.errors:
+        if not await answers_started(phones, level):
             return level
         await asyncio.sleep(args.settle)
         for phone in phones:

@@ -631,6 +631,23 @@ def tally_call(
     return percentile(gaps, 99)
 
 
+async def answers_started(calls: list[Any], level: Level) -> bool:
+    """Wait for every call's ``output_audio_buffer.started`` (each has ``next_event``); an
+    error event or a timeout goes to ``level.errors``. Whether every answer started."""
+
+    async def until_started(call: Any) -> None:
+        while True:
+            _, event = await call.next_event(WAIT_S + len(calls) * 0.1)
+            if event["type"] == "output_audio_buffer.started":
+                return
+            if event["type"] == "error":
+                raise RuntimeError(f"error event: {event['error']}")
+
+    outcomes = await asyncio.gather(*(until_started(c) for c in calls), return_exceptions=True)
+    level.errors += [repr(o) for o in outcomes if isinstance(o, BaseException)]
+    return not level.errors
+
+
 async def capacity_level(
     base: str, calls: int, args: argparse.Namespace, server_pid: int, server_cpu: int | None
 ) -> Level:
@@ -658,17 +675,7 @@ async def capacity_level(
             peer.send(item_create(text))
             peer.send({"type": "response.create"})
 
-        async def until_started(peer: Peer) -> None:
-            while True:
-                _, event = await peer.next_event(WAIT_S + calls * 0.1)
-                if event["type"] == "output_audio_buffer.started":
-                    return
-                if event["type"] == "error":
-                    raise RuntimeError(f"error event: {event['error']}")
-
-        outcomes = await asyncio.gather(*(until_started(p) for p in peers), return_exceptions=True)
-        level.errors += [repr(o) for o in outcomes if isinstance(o, BaseException)]
-        if level.errors:
+        if not await answers_started(peers, level):
             return level
         await asyncio.sleep(args.settle)
         for peer in peers:
