@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psutil
@@ -132,6 +132,16 @@ class _WatchedTransport:
         if data is None:
             self._probe.transport_ended()
         return data
+
+    def push_to(self, deliver: Callable[[str | bytes | None], None]) -> bool:
+        """The driver's way in under the server's own protocol: watched like ``receive``."""
+
+        def watched(frame: str | bytes | None) -> None:
+            if frame is None:
+                self._probe.transport_ended()
+            deliver(frame)
+
+        return bool(self._inner.push_to(watched))  # type: ignore[attr-defined]
 
     async def send_text(self, text: str) -> None:
         try:

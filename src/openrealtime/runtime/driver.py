@@ -69,9 +69,20 @@ from openrealtime.runtime.pipeline import (
 from openrealtime.runtime.playback import MediaPort
 from openrealtime.runtime.speculation import Peek, Speculation
 from openrealtime.runtime.vad_batcher import batcher_for
-from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
+from openrealtime.transports.base import (
+    PushTransport,
+    SessionRequest,
+    Transport,
+    TransportClosed,
+)
 
 log = logging.getLogger(__name__)
+
+PUSH_PAUSE_AT = 256
+"""Unread pushed client frames at which the socket stops being read (the pull path's bound)."""
+
+PUSH_RESUME_AT = 64
+"""Unread pushed client frames at which the socket is read again."""
 
 RELEASE_AFTER_BYTES = 4 * 1024 * 1024
 """A session that received this much gives its memory back to the system when it ends."""
@@ -202,7 +213,11 @@ class SessionDriver:
         self._timer_ms: int | None = None
         """The core deadline (unix ms) the timer is set for: one timer, moved when it changes."""
         # Backpressure per producer, so VAD results (delivered from a callback) never block:
-        self._frame_room = asyncio.Semaphore(256)
+        self._frame_room = asyncio.Semaphore(PUSH_PAUSE_AT)
+        self._push: PushTransport | None = None
+        """The transport, when it pushes client frames (``_pushed``; no reader task)."""
+        self._unread = 0
+        self._read_paused = False
         self._backend_room = asyncio.Semaphore(256)
         self._batcher = batcher_for(self.engines.vad)
         self._outbox = Outbox(config.outbound_queue_max)
@@ -221,7 +236,12 @@ class SessionDriver:
     async def run(self) -> None:
         """Serve the session; returns after the client left or the session closed."""
         self.log.info("session started (%s, model=%s)", self.request.kind, self.request.model)
-        readers = [asyncio.create_task(self._read())]
+        readers = []
+        transport = self.transport
+        if isinstance(transport, PushTransport) and transport.push_to(self._pushed):
+            self._push = transport
+        else:
+            readers.append(asyncio.create_task(self._read()))
         if self._media is not None:
             readers.append(asyncio.create_task(self._read_audio(self._media)))
         writer = asyncio.create_task(self._write())
@@ -236,7 +256,7 @@ class SessionDriver:
                 item = await self._next()
                 self.session.advance_time(wall_ms())
                 if isinstance(item, (str, bytes)):  # the common case: a client frame
-                    self._frame_room.release()
+                    self._frame_taken()
                     self._received_bytes += len(item)
                     self._on_frame(item)
                 elif isinstance(item, be.SpeechProbabilities):  # next most common
@@ -327,6 +347,29 @@ class SessionDriver:
         self._timer = None
         self._timer_ms = None  # set it again for whatever the core's next deadline is then
         self._inbox.put_nowait(None)
+
+    def _pushed(self, frame: str | bytes | None) -> None:
+        """A client frame pushed by the transport as it arrived (``None``: the peer left)."""
+        if frame is None:
+            self._inbox.put_nowait(_Disconnected())
+            return
+        self._inbox.put_nowait(frame)
+        self._unread += 1
+        if self._unread == PUSH_PAUSE_AT:
+            self._read_paused = True
+            assert self._push is not None
+            self._push.pause_reading()
+
+    def _frame_taken(self) -> None:
+        """A client frame left the inbox: room for the next one."""
+        push = self._push
+        if push is None:
+            self._frame_room.release()
+            return
+        self._unread -= 1
+        if self._read_paused and self._unread <= PUSH_RESUME_AT:
+            self._read_paused = False
+            push.resume_reading()
 
     async def _read(self) -> None:
         receive = self.transport.receive

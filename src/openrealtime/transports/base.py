@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 class TransportClosed(Exception):
@@ -23,6 +24,27 @@ class Transport(Protocol):
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the channel with a WebSocket close code; safe to call twice."""
+        ...
+
+
+@runtime_checkable
+class PushTransport(Protocol):
+    """A transport that can hand each client message over as it arrives (no reader task).
+
+    The per-append fast path (issue 9): a session that uses it never calls
+    :meth:`Transport.receive`, and bounds its unread messages itself by pausing the reading.
+    """
+
+    def push_to(self, deliver: Callable[[str | bytes | None], None]) -> bool:
+        """Hand every later message to ``deliver`` (``None`` at the end); ``False``: cannot."""
+        ...
+
+    def pause_reading(self) -> None:
+        """Stop reading the wire until :meth:`resume_reading`."""
+        ...
+
+    def resume_reading(self) -> None:
+        """Read the wire again."""
         ...
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -43,6 +44,7 @@ __all__ = [
     "MAX_HEAD_BYTES",
     "GuardedHttpProtocol",
     "GuardedWebSocketProtocol",
+    "PUSH_EXTENSION",
     "guarded_protocols",
 ]
 
@@ -56,6 +58,13 @@ MAX_HEADERS = 128
 
 MAX_HEAD_BYTES = 64 * 1024
 """Most bytes a request head may take before it is complete."""
+
+PUSH_EXTENSION = "openrealtime.push"
+"""The ASGI scope extension under which a :class:`GuardedWebSocketProtocol` offers itself to the
+app for push delivery (:meth:`GuardedWebSocketProtocol.push_to`)."""
+
+Deliver = Callable[[str | bytes | None], None]
+"""Where a pushed connection's messages go: text or bytes, then ``None`` once it is gone."""
 
 _REASONS = {
     400: b"Bad Request",
@@ -222,12 +231,45 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.parser = None  # type: ignore[assignment]  # nothing more is parsed
 
 
+class _AppQueue(asyncio.Queue[Any]):
+    """uvicorn's queue of ASGI messages for the app, which a pushed connection bypasses.
+
+    Every message uvicorn hands the app goes through ``put_nowait``; once the app asked for
+    push delivery (:meth:`GuardedWebSocketProtocol.push_to`), received messages go straight to
+    its callback and a disconnect becomes ``None``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deliver: Deliver | None = None
+        self.disconnect_code: int | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        deliver = self.deliver
+        if deliver is None:
+            super().put_nowait(item)
+        elif item["type"] == "websocket.disconnect":
+            if self.disconnect_code is None:
+                self.disconnect_code = item.get("code", 1005)
+                deliver(None)
+        else:
+            text = item.get("text")
+            deliver(text if text is not None else item.get("bytes", b""))
+
+
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol whose closes never wait on a peer that does not read.
 
     Once the closing handshake starts (either side, keepalive failure, server shutdown) or the
     session's ASGI task ends, the connection has :attr:`abort_after` seconds to finish; then its
     transport is aborted, dropping whatever the peer never read.
+
+    It also offers the app a faster way in (issue 9, the per-append path): through the scope
+    extension :data:`PUSH_EXTENSION` the app may call :meth:`push_to` once the connection is
+    accepted, and each message is then handed to its callback as it is parsed, instead of
+    travelling through uvicorn's queue, the ASGI ``receive`` and Starlette, and without
+    uvicorn's pause and resume of the socket around every message. The app then pauses reading
+    itself (:meth:`pause_push`) when it falls behind.
     """
 
     abort_after: float = 2.0
@@ -241,6 +283,62 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             self.abort_after = app_config.close_timeout
         self.close_timeout = self.abort_after
         self._abort_timer: asyncio.TimerHandle | None = None
+        self.queue = _AppQueue()
+        self._push_paused = False
+
+    def handle_connect(self, event: Any) -> None:
+        """Start the ASGI app as uvicorn does, offering push delivery in the scope."""
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][PUSH_EXTENSION] = self
+
+    def push_to(self, deliver: Deliver) -> int | None:
+        """Hand every later message to ``deliver`` as it is parsed; ``None`` once disconnected.
+
+        Call once, after the app accepted the connection and instead of ever calling the ASGI
+        ``receive`` again. Messages already queued are delivered first, in order.
+
+        Args:
+            deliver: called with each text (``str``) or binary (``bytes``) message, then once
+                with ``None`` when the connection is gone.
+
+        Returns:
+            The disconnect code once the connection is gone (``None`` while it is open).
+        """
+        queue = self.queue
+        assert isinstance(queue, _AppQueue)
+        pending = []
+        while not queue.empty():
+            pending.append(queue.get_nowait())
+        queue.deliver = deliver
+        for message in pending:
+            queue.put_nowait(message)
+        if self.read_paused:  # uvicorn paused after the last queued message
+            self.read_paused = False
+            if not self._push_paused:
+                self.transport.resume_reading()
+        return queue.disconnect_code
+
+    @property
+    def disconnect_code(self) -> int | None:
+        """The close code of a pushed connection once it is gone (1005/1006 without one)."""
+        queue = self.queue
+        return queue.disconnect_code if isinstance(queue, _AppQueue) else None
+
+    def pause_push(self) -> None:
+        """Stop reading the socket until :meth:`resume_push` (the app fell behind)."""
+        if not self._push_paused:
+            self._push_paused = True
+            if not self.disconnected:
+                self.transport.pause_reading()
+
+    def resume_push(self) -> None:
+        """Read the socket again after :meth:`pause_push`."""
+        if self._push_paused:
+            self._push_paused = False
+            if not self.disconnected:
+                self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop the abort timer with the connection."""
@@ -250,25 +348,37 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
     def send_receive_event_to_app(self) -> None:
-        """Queue a whole message for the app; a text message that is not UTF-8 closes 1007.
+        """Hand a whole message to the app; a text message that is not UTF-8 closes 1007.
 
-        As uvicorn does, except that the invalid message is logged at info: uvicorn logs an
-        ERROR with a traceback for each, so any client could flood the error log.
+        As uvicorn does, except that the invalid message is logged at info (uvicorn logs an
+        ERROR with a traceback for each, so any client could flood the error log), and that a
+        pushed connection's message goes straight to the app's callback.
         """
-        if self.curr_msg_data_type != "text" or self.close_sent:
-            super().send_receive_event_to_app()
+        if self.close_sent:
+            super().send_receive_event_to_app()  # discarded, as uvicorn does
             return
         data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
         self.frames = []
-        try:
-            text = data.decode()
-        except UnicodeDecodeError:
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
-            _log.info("closing the WebSocket of %s with 1007: a text message is not UTF-8", client)
-            self.conn.send_close(1007, "invalid UTF-8 in a text message")
-            self.handle_parser_exception()
+        message: str | bytes = data
+        if self.curr_msg_data_type == "text":
+            try:
+                message = data.decode()
+            except UnicodeDecodeError:
+                client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+                _log.info(
+                    "closing the WebSocket of %s with 1007: a text message is not UTF-8", client
+                )
+                self.conn.send_close(1007, "invalid UTF-8 in a text message")
+                self.handle_parser_exception()
+                return
+        queue = self.queue
+        if isinstance(queue, _AppQueue) and queue.deliver is not None:
+            queue.deliver(message)  # pushed: no queue, no pause and resume per message
             return
-        self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        if isinstance(message, str):
+            queue.put_nowait({"type": "websocket.receive", "text": message})
+        else:
+            queue.put_nowait({"type": "websocket.receive", "bytes": bytes(message)})
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 from urllib.parse import urlencode
@@ -39,6 +39,7 @@ from openrealtime.logging_setup import SessionLogger
 from openrealtime.protocol.errors import ErrorType, ProtocolError
 from openrealtime.runtime.lifecycle import SHUTDOWN_MESSAGE
 from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
+from openrealtime.transports.connections import PUSH_EXTENSION, GuardedWebSocketProtocol
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -175,6 +176,8 @@ class StarletteWebSocketTransport(Transport):
         """The close code the peer sent (or 1005/1006 from the server), once it is gone."""
         self.close_code: int | None = None
         """The close code this side sent, if it closed first."""
+        self._protocol: GuardedWebSocketProtocol | None = None
+        """The connection's protocol once messages are pushed (:meth:`push_to`)."""
 
     @property
     def closed(self) -> bool:
@@ -207,6 +210,46 @@ class StarletteWebSocketTransport(Transport):
             if data is not None:
                 return cast(bytes, data)
         return None
+
+    def push_to(self, deliver: Callable[[str | bytes | None], None]) -> bool:
+        """Have each later client message handed to ``deliver`` as it arrives (``None`` at the end).
+
+        The per-append fast path (issue 9): the message skips uvicorn's queue, the ASGI
+        ``receive`` and Starlette, and no task wakes to read it. Only under
+        :class:`~openrealtime.transports.connections.GuardedWebSocketProtocol` (the server's
+        own); call :meth:`receive` instead when this returns ``False``, and never both.
+
+        Args:
+            deliver: called with each text or binary message, then once with ``None`` when
+                the peer is gone.
+
+        Returns:
+            Whether messages will be pushed.
+        """
+        protocol = self._ws.scope.get("extensions", {}).get(PUSH_EXTENSION)
+        if protocol is None or self._peer_gone:
+            return False
+        self._protocol = protocol
+
+        def on_message(message: str | bytes | None) -> None:
+            if message is None:
+                self._peer_gone = True
+                self._closed = True
+                self.peer_close_code = protocol.disconnect_code
+            deliver(message)
+
+        protocol.push_to(on_message)
+        return True
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (pushed messages only) until :meth:`resume_reading`."""
+        if self._protocol is not None:
+            self._protocol.pause_push()
+
+    def resume_reading(self) -> None:
+        """Read the socket again after :meth:`pause_reading`."""
+        if self._protocol is not None:
+            self._protocol.resume_push()
 
     async def send_text(self, text: str) -> None:
         """Send one server event (already JSON) as one text frame; awaits socket backpressure.
@@ -524,7 +567,10 @@ async def realtime_websocket_endpoint(websocket: WebSocket) -> None:
     log.info("%s session for %s, model %r", result.kind, _client(websocket), result.model)
     try:
         runner = _session_runner(websocket.app)
-        await runner(transport, result, services)
+        # Its own task: every step of the session (one per client frame) then resumes the
+        # session's own coroutines only, not the ~20 ASGI middleware frames awaiting this one.
+        # Cancelling this task (server shutdown) cancels the session's with it.
+        await asyncio.ensure_future(runner(transport, result, services))
     except TransportClosed:
         pass
     except Exception:
