@@ -162,6 +162,11 @@ class RealtimeSession:
         out, self._out = self._out, Output()
         return out
 
+    def has_output(self) -> bool:
+        """Whether :meth:`drain` would return any event or command (a pure read)."""
+        out = self._out
+        return bool(out.events or out.commands)
+
     def session_created(self) -> se.SessionCreated:
         """A ``session.created`` with the current config, for a connection joining mid-session.
 

@@ -143,7 +143,8 @@ class _Backend:
 
 
 _Inbox = str | bytes | _Disconnected | _ShutDown | _Audio | _Backend | be.BackendEvent | None
-"""A client frame (text or binary, as received), a result, or ``None``: a deadline passed."""
+"""A client frame (text or binary, as received), a result, or ``None``: a deadline passed, or
+the core has output from VAD results applied outside the inbox (``_deliver_vad``)."""
 
 
 class _Stalled(Exception):
@@ -635,8 +636,20 @@ class SessionDriver:
         self._inbox.put_nowait(event)
 
     def _deliver_vad(self, probs: list[float]) -> None:
-        """Batched VAD results: queued like any backend result, never blocking."""
-        self._inbox.put_nowait(be.SpeechProbabilities(tuple(probs), self._vad.frame_samples))
+        """Batched VAD results, applied on arrival (on the loop, between the driver's steps).
+
+        Most results change nothing the driver must act on (a frame more of speech or of
+        silence), so they do not go through the inbox and wake the driver (issue 9: a task
+        step per 32 ms frame per session); it is woken only when the core has something to
+        send or run, or a new deadline. Nothing is reordered: the probabilities are for audio
+        the core already received, and events they cause are drained after those already
+        drained.
+        """
+        session = self.session
+        session.advance_time(wall_ms())
+        session.receive_backend_event(be.SpeechProbabilities(tuple(probs), self._vad.frame_samples))
+        if session.has_output() or session.next_deadline_ms() != self._timer_ms:
+            self._inbox.put_nowait(None)  # flush, and set the timer again
 
     def _listen(self, command: Listen) -> None:
         listener = self._listeners.get(command.item_id)
