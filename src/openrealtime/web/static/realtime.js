@@ -165,6 +165,9 @@ export class RealtimeCall {
   }
 
   _onMessage(data) {
+    // A message the data channel queued before close() must not reach a page that hung up
+    // (it would start a row streaming again after the page marked everything ended).
+    if (this.closed) return;
     let event;
     try {
       event = JSON.parse(data);
