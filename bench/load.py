@@ -47,6 +47,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _common import (
@@ -634,6 +635,25 @@ def replay(bank: Frames, appends: int) -> None:
         + ", ".join(f"{k} {v:.2f}" for k, v in best.items())
         + f"; total {sum(best.values()):.2f}"
     )
+    print("Silero model alone, µs per 32 ms frame (best of 3 x 40 calls): " + model_floor(vad))
+
+
+def model_floor(vad: Any) -> str:
+    """Time the Silero model by itself at a few batch sizes: the floor of any VAD path."""
+    parts = []
+    rng = np.random.default_rng(0)
+    for batch in (1, 32, 128):
+        inputs = (rng.standard_normal((batch, 576)) * 0.05).astype(np.float32)
+        state = np.zeros((2, batch, 128), dtype=np.float32)
+        vad.run_batch(inputs, state)
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(40):
+                vad.run_batch(inputs, state)
+            runs.append((time.perf_counter() - t0) / 40 / batch * 1e6)
+        parts.append(f"B={batch} {min(runs):.1f}")
+    return ", ".join(parts)
 
 
 def run_all(
@@ -674,7 +694,13 @@ def main() -> None:
     parser.add_argument(
         "--pin", action="store_true", help="server on one core, generator on the other"
     )
-    parser.add_argument("--compression", default="deflate", choices=("deflate", "none"))
+    parser.add_argument(
+        "--compression",
+        default="none",
+        choices=("deflate", "none"),
+        help="none: as openai-python (its default max_size=None turns compression off); "
+        "deflate: as the Agents SDK, browsers and Node's ws (permessage-deflate, window 12)",
+    )
     parser.add_argument(
         "--vad", default="silero", choices=("silero", "energy"), help="the server's --vad"
     )

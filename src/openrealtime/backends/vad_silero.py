@@ -42,6 +42,11 @@ SESSION_FRAME = FRAME * SESSION_RATE // MODEL_RATE
 """Session samples (24 kHz) covered by one probability: 768 (32 ms)."""
 INPUT = CONTEXT + FRAME
 """Samples in one row of the model input: 576."""
+RESAMPLE_QUALITY = "LQ"
+"""soxr's recipe for the detector's 24 -> 16 kHz stream (issue 9, docs/benchmarks.md "Load"):
+its filter state is 6 KiB instead of HQ's 35, so the states of a few hundred sessions stay in
+the cache, and it holds back 12.5 ms of audio instead of 16.5. On the flite turns of
+``bench/vad_latency.py`` no frame's probability moved across 0.5 (largest change 0.14)."""
 
 _F32 = npt.NDArray[np.float32]
 
@@ -207,7 +212,7 @@ class SileroVadStream:
 
     def __init__(self, vad: SileroVad) -> None:
         self._vad = vad
-        self._resampler = StreamResampler(SESSION_RATE, MODEL_RATE)
+        self._resampler = StreamResampler(SESSION_RATE, MODEL_RATE, quality=RESAMPLE_QUALITY)
         self._pending: _F32 = np.zeros(CONTEXT, dtype=np.float32)
         """The previous frame's last 64 samples (the next frame's context), then the 16 kHz
         audio not yet framed: row ``k`` of the model input is ``_pending[512 k : 512 k + 576]``."""
