@@ -120,6 +120,7 @@ from webrtc import (
     item_create,
     measured_window,
     paired_turns,
+    print_capacity,
     spoken_questions,
     tally_call,
 )
@@ -760,30 +761,12 @@ def main() -> None:
         )
         print()
     if done:
-        print("### Capacity: concurrent SIP calls, each playing a long answer")
-        print()
-        print(capacity_table(done))
-        print()
-        kept = [lv.calls for lv in done if lv.kept_up]
-        largest = max(kept, default=0)
-        print(
-            "Largest level that kept up (every call >= 95% of real time and >= 95% of it answer "
-            f"audio, gap p99 <= 100 ms): **{largest or 'none'}** of "
-            f"{', '.join(str(lv.calls) for lv in done)} tried."
+        print_capacity(
+            done,
+            "### Capacity: concurrent SIP calls, each playing a long answer",
+            "every call >= 95% of real time and >= 95% of it answer audio, gap p99 <= 100 ms",
+            table=capacity_table(done),
         )
-        best = next((lv for lv in done if lv.calls == largest), None)
-        if best is not None:
-            per_call = (best.server_cpu + best.children_cpu) / best.calls
-            print(
-                f"Server CPU at {best.calls} calls: {per_call:.1f}% of one core per call "
-                f"(linear extrapolation: ~{100 / per_call:.0f} calls per core)."
-            )
-        saturated = [lv.calls for lv in done if lv.client_cpu >= 90 or lv.loop_lag_p99 > 20]
-        if saturated:
-            print(
-                f"The client was saturated (CPU >= 90% or loop lag p99 > 20 ms) at "
-                f"{', '.join(map(str, saturated))} calls: there the gaps may be the client's."
-            )
         not_ended = sum(lv.not_ended for lv in done)
         if not_ended:
             print(f"**{not_ended} calls did not end within {BYE_WAIT_S:g} s of the phone's BYE.**")

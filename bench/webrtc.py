@@ -66,7 +66,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -723,6 +723,39 @@ def capacity_table(levels: list[Level]) -> str:
 # ----------------------------------------------------------------------------- main
 
 
+def print_capacity(levels: Sequence[Level], title: str, rule: str, *, table: str) -> None:
+    """Print the capacity part of a call benchmark's report: the table, then its reading.
+
+    Args:
+        levels: the levels run, in order.
+        title: the section's heading line.
+        rule: what "kept up" means for these calls, as printed.
+        table: the levels' table (each benchmark has its own columns).
+    """
+    print(title)
+    print()
+    print(table)
+    print()
+    largest = max((lv.calls for lv in levels if lv.kept_up), default=0)
+    print(
+        f"Largest level that kept up ({rule}): "
+        f"**{largest or 'none'}** of {', '.join(str(lv.calls) for lv in levels)} tried."
+    )
+    best = next((lv for lv in levels if lv.calls == largest), None)
+    if best is not None:
+        per_call = (best.server_cpu + best.children_cpu) / best.calls
+        print(
+            f"Server CPU at {best.calls} calls: {per_call:.1f}% of one core per call "
+            f"(linear extrapolation: ~{100 / per_call:.0f} calls per core)."
+        )
+    saturated = [lv.calls for lv in levels if lv.client_cpu >= 90 or lv.loop_lag_p99 > 20]
+    if saturated:
+        print(
+            f"The client was saturated (CPU >= 90% or loop lag p99 > 20 ms) at "
+            f"{', '.join(map(str, saturated))} calls: there the gaps may be the client's."
+        )
+
+
 def call_bench_parser(doc: str, levels: str) -> argparse.ArgumentParser:
     """The flags this benchmark shares with ``bench/sip.py`` (part 1 pairs, part 2 levels)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
@@ -820,29 +853,12 @@ def main() -> None:
             )
         print()
     if done:
-        print("### Capacity: concurrent calls, each playing a long answer")
-        print()
-        print(capacity_table(done))
-        print()
-        kept = [lv.calls for lv in done if lv.kept_up]
-        largest = max(kept, default=0)
-        print(
-            f"Largest level that kept up (every call >= 95% of real time, gap p99 <= 100 ms): "
-            f"**{largest or 'none'}** of {', '.join(str(lv.calls) for lv in done)} tried."
+        print_capacity(
+            done,
+            "### Capacity: concurrent calls, each playing a long answer",
+            "every call >= 95% of real time, gap p99 <= 100 ms",
+            table=capacity_table(done),
         )
-        best = next((lv for lv in done if lv.calls == largest), None)
-        if best is not None:
-            per_call = (best.server_cpu + best.children_cpu) / best.calls
-            print(
-                f"Server CPU at {best.calls} calls: {per_call:.1f}% of one core per call "
-                f"(linear extrapolation: ~{100 / per_call:.0f} calls per core)."
-            )
-        saturated = [lv.calls for lv in done if lv.client_cpu >= 90 or lv.loop_lag_p99 > 20]
-        if saturated:
-            print(
-                f"The client was saturated (CPU >= 90% or loop lag p99 > 20 ms) at "
-                f"{', '.join(map(str, saturated))} calls: there the gaps may be the client's."
-            )
         print()
     print(f"Run: {elapsed:.0f} s.")
 
