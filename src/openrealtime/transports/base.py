@@ -27,6 +27,10 @@ class Transport(Protocol):
         ...
 
 
+FrameSink = Callable[[str | bytes | None], None]
+"""Where pushed client messages go: each text or binary message, then ``None`` at the end."""
+
+
 @runtime_checkable
 class PushTransport(Protocol):
     """A transport that can hand each client message over as it arrives (no reader task).
@@ -35,7 +39,7 @@ class PushTransport(Protocol):
     :meth:`Transport.receive`, and bounds its unread messages itself by pausing the reading.
     """
 
-    def push_to(self, deliver: Callable[[str | bytes | None], None]) -> bool:
+    def push_to(self, deliver: FrameSink) -> bool:
         """Hand every later message to ``deliver`` (``None`` at the end); ``False``: cannot."""
         ...
 

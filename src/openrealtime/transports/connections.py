@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -37,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from openrealtime.config import Config
+from openrealtime.transports.base import FrameSink
 
 __all__ = [
     "MAX_HEADERS",
@@ -62,9 +62,6 @@ MAX_HEAD_BYTES = 64 * 1024
 PUSH_EXTENSION = "openrealtime.push"
 """The ASGI scope extension under which a :class:`GuardedWebSocketProtocol` offers itself to the
 app for push delivery (:meth:`GuardedWebSocketProtocol.push_to`)."""
-
-Deliver = Callable[[str | bytes | None], None]
-"""Where a pushed connection's messages go: text or bytes, then ``None`` once it is gone."""
 
 _REASONS = {
     400: b"Bad Request",
@@ -241,7 +238,7 @@ class _AppQueue(asyncio.Queue[Any]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.deliver: Deliver | None = None
+        self.deliver: FrameSink | None = None
         self.disconnect_code: int | None = None
 
     def put_nowait(self, item: Any) -> None:
@@ -293,7 +290,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][PUSH_EXTENSION] = self
 
-    def push_to(self, deliver: Deliver) -> int | None:
+    def push_to(self, deliver: FrameSink) -> int | None:
         """Hand every later message to ``deliver`` as it is parsed; ``None`` once disconnected.
 
         Call once, after the app accepted the connection and instead of ever calling the ASGI

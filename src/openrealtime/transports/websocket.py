@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 from urllib.parse import urlencode
@@ -38,7 +38,7 @@ from openrealtime.core.ids import random_base62
 from openrealtime.logging_setup import SessionLogger
 from openrealtime.protocol.errors import ErrorType, ProtocolError
 from openrealtime.runtime.lifecycle import SHUTDOWN_MESSAGE
-from openrealtime.transports.base import SessionRequest, Transport, TransportClosed
+from openrealtime.transports.base import FrameSink, SessionRequest, Transport, TransportClosed
 from openrealtime.transports.connections import PUSH_EXTENSION, GuardedWebSocketProtocol
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ class StarletteWebSocketTransport(Transport):
                 return cast(bytes, data)
         return None
 
-    def push_to(self, deliver: Callable[[str | bytes | None], None]) -> bool:
+    def push_to(self, deliver: FrameSink) -> bool:
         """Have each later client message handed to ``deliver`` as it arrives (``None`` at the end).
 
         The per-append fast path (issue 9): the message skips uvicorn's queue, the ASGI
