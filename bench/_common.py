@@ -141,6 +141,15 @@ def fmt(value: float, digits: int = 1) -> str:
     return "n/a" if value != value else f"{value:.{digits}f}"
 
 
+def spread_cells(values: Sequence[float]) -> str:
+    """Table cells ``n | p50 | p90 | min | max`` of ``values`` (ms, whole numbers)."""
+    nan = float("nan")
+    return (
+        f"{len(values)} | {fmt(percentile(values, 50), 0)} | {fmt(percentile(values, 90), 0)} | "
+        f"{fmt(min(values, default=nan), 0)} | {fmt(max(values, default=nan), 0)}"
+    )
+
+
 # ----------------------------------------------------------------------------- processes
 
 

@@ -92,6 +92,7 @@ from _common import (
     pin_self,
     print_machine,
     serve,
+    spread_cells,
 )
 from aiortp import RTPSession
 from aiortp.codecs import get_codec
@@ -539,11 +540,7 @@ def latency_table(results: dict[str, list[Pair]]) -> str:
             ),
         ]
         for label, values in rows:
-            lines.append(
-                f"| {label} | {name} | {len(values)} | {fmt(percentile(values, 50), 0)} | "
-                f"{fmt(percentile(values, 90), 0)} | {fmt(min(values, default=float('nan')), 0)} | "
-                f"{fmt(max(values, default=float('nan')), 0)} |"
-            )
+            lines.append(f"| {label} | {name} | {spread_cells(values)} |")
     return "\n".join(lines)
 
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import openai
-from _common import append_in_real_time, fmt, percentile, print_machine, serve
+from _common import append_in_real_time, fmt, percentile, print_machine, serve, spread_cells
 
 from openrealtime.audio.resample import resample
 
@@ -280,11 +280,7 @@ def table(rows: list[tuple[str, list[float]]]) -> str:
     lines = ["| from the true end of speech to… | n | p50 ms | p90 ms | min | max |"]
     lines.append("|---|---|---|---|---|---|")
     for name, values in rows:
-        lines.append(
-            f"| {name} | {len(values)} | {fmt(percentile(values, 50), 0)} | "
-            f"{fmt(percentile(values, 90), 0)} | {fmt(min(values, default=float('nan')), 0)} | "
-            f"{fmt(max(values, default=float('nan')), 0)} |"
-        )
+        lines.append(f"| {name} | {spread_cells(values)} |")
     return "\n".join(lines)
 
 

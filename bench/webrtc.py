@@ -83,6 +83,7 @@ from _common import (
     pin_self,
     print_machine,
     serve,
+    spread_cells,
     tree_cpu_delta,
     tree_cpu_seconds,
 )
@@ -535,11 +536,7 @@ def latency_table(results: dict[str, list[Pair]]) -> str:
             ),
         ]
         for label, values in rows:
-            lines.append(
-                f"| {label} | {name} | {len(values)} | {fmt(percentile(values, 50), 0)} | "
-                f"{fmt(percentile(values, 90), 0)} | {fmt(min(values, default=float('nan')), 0)} | "
-                f"{fmt(max(values, default=float('nan')), 0)} |"
-            )
+            lines.append(f"| {label} | {name} | {spread_cells(values)} |")
     return "\n".join(lines)
 
 
